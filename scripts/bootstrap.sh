@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Shared set-up of run_train.sh and run_tests.sh: make .venv when missing and install the project.
+# torch goes in first (TORCH_SPEC, default torch==2.13.0) so a CPU machine never pulls CUDA wheels;
+# a stamp file records what was installed, so later runs start at once.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$here/.venv}"
+torch_spec="${TORCH_SPEC:-torch==2.13.0}"
+extras="${1:-}"
+
+python_bin="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[bootstrap] creating $venv"
+  "$python_bin" -m venv "$venv"
+fi
+stamp="$venv/.torchtitan_vla-installed"
+want="$torch_spec|$extras|$(cat "$here/pyproject.toml" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[bootstrap] installing $torch_spec, then torchtitan_vla${extras:+[$extras]}"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q "$torch_spec"
+  "$venv/bin/python" -m pip install -q -e "$here${extras:+[$extras]}"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,43 @@
+"""Checkpointing, resumption and export."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Checkpoint:
+    enable: bool = True
+    """Write DCP checkpoints into ``<run folder>/<folder>``."""
+
+    folder: str = "checkpoints"
+    """Checkpoint folder inside the run folder."""
+
+    interval: int = 500
+    """Save every this many steps (and at the end of every stage)."""
+
+    keep_latest_k: int = 3
+    """Keep the newest k complete checkpoints (stage-final ones are always kept); 0 keeps all."""
+
+    async_mode: str = "disabled"
+    """``disabled`` or ``async`` (save in a background thread; CUDA only)."""
+
+    load_step: int = -1
+    """Resume from this step's checkpoint. -1: the newest complete one, if any."""
+
+    initial_load_path: str = ""
+    """When the run has no checkpoint yet: a DCP checkpoint folder (e.g. an earlier stage's) or an HF
+    folder (see ``initial_load_format``) to initialise the model from."""
+
+    initial_load_format: str = "dcp"
+    """Format of ``initial_load_path``: ``dcp`` or ``hf``."""
+
+    initial_load_model_only: bool = True
+    """Load only the model weights from ``initial_load_path`` (not optimizer, data or step)."""
+
+    export_policy: bool = True
+    """At the end of the job, export the trained policy (safetensors + config) for serving."""
+
+    export_hf: bool = False
+    """At the end of the job, also export the VLM part in Hugging Face format."""
+
+    export_dtype: str = "float32"
+    """Dtype of exported weights: ``float32`` or ``bfloat16``."""

@@ -1,0 +1,47 @@
+"""The curriculum: stages run in order in one job, each a set of overrides of the other sections."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Stage:
+    name: str = ""
+    """Unique stage name (used in logs, checkpoints and ``curriculum.only_stage``)."""
+
+    steps: int = 0
+    """Optimizer steps of this stage."""
+
+    description: str = ""
+    """Free text shown in ``--print-config``."""
+
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-section overrides. In TOML these are sub-tables of the stage, e.g.
+    ``[curriculum.stages.training]`` after ``[[curriculum.stages]]``; each is validated like its section."""
+
+
+@dataclass
+class Curriculum:
+    name: str = ""
+    """Name of the curriculum; the wandb group. Empty: ``job.name``."""
+
+    stages: list[Stage] = field(default_factory=list)
+    """The stages, in order. Empty: one stage named ``train`` with ``training.steps`` steps."""
+
+    only_stage: str = ""
+    """Run just this stage (initialised from ``checkpoint.initial_load_path`` when given)."""
+
+
+@dataclass
+class Eval:
+    closed_loop_episodes: int = 0
+    """Closed-loop evaluation episodes run on the final policy; 0 skips the evaluation."""
+
+    env: str = "toyworld"
+    """Simulator of the closed-loop evaluation: ``toyworld`` (the embedded debug world) or ``metaworld``."""
+
+    max_episode_steps: int = 40
+    """Policy steps per evaluation episode before it counts as a failure."""
+
+    seed: int = 1234
+    """Seed of the evaluation episodes (held out from the training episodes' seeds)."""

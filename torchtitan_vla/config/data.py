@@ -1,0 +1,83 @@
+"""Data sources, their mixture, and how samples are turned into batches."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataSource:
+    name: str = ""
+    """Unique name of the source; mixtures and per-source metrics refer to it."""
+
+    kind: str = ""
+    """Format: ``cc12m`` (WebDataset tar shards), ``obelics`` (parquet, interleaved) or ``lerobot``."""
+
+    path: str = ""
+    """Local path: a folder (or glob of shards) for web data, the dataset root for LeRobot.
+    For web data an ``hf://<repo>`` path streams through ``datasets`` instead."""
+
+    split: str = "train"
+    """Split to read (web data through ``datasets``); LeRobot uses ``episodes``."""
+
+    episodes: list[int] = field(default_factory=list)
+    """LeRobot: restrict to these episode indices. Empty: all episodes."""
+
+    camera_keys: list[str] = field(default_factory=list)
+    """LeRobot: image/video feature keys used as cameras, in prompt order. Empty: all of them."""
+
+    wrist_camera_keys: list[str] = field(default_factory=list)
+    """LeRobot: cameras treated as wrist views (no random crop or rotation during augmentation)."""
+
+    state_key: str = "observation.state"
+    """LeRobot: feature key of the proprioceptive state."""
+
+    action_key: str = "action"
+    """LeRobot: feature key of the action."""
+
+    normalization: str = "mean_std"
+    """LeRobot: ``mean_std``, ``quantile`` (q01/q99 to [-1, 1]) or ``none``."""
+
+    stats_path: str = ""
+    """LeRobot: a stats JSON computed by ``scripts/compute_norm_stats.py``. Empty: the dataset's own
+    ``meta/stats.json`` (v2.1: ``meta/episodes_stats.jsonl`` aggregated)."""
+
+    instruction: str = ""
+    """LeRobot: a fixed instruction used instead of the dataset's task text (empty: the task text)."""
+
+
+@dataclass
+class Data:
+    sources: list[DataSource] = field(default_factory=list)
+    """All sources this job may read; each stage picks from them with ``mixture``."""
+
+    mixture: dict[str, float] = field(default_factory=dict)
+    """Sampling weights by source name. Sources missing here are not read. Empty: every source, equal weight."""
+
+    validation_mixture: dict[str, float] = field(default_factory=dict)
+    """Weights of the held-out mixture used by the validation hook. Empty: no validation."""
+
+    max_seq_len: int = 512
+    """Token budget of one sequence; web documents are packed up to it, longer ones truncated."""
+
+    packing: bool = True
+    """Pack several web documents into one sequence (no attention across them, positions restart)."""
+
+    image_size: int = 224
+    """Robot camera frames are resized to image_size x image_size before patchify."""
+
+    image_min_pixels: int = 256 * 32 * 32
+    """Web images: smart_resize lower bound on pixels (multiple of 32 x 32)."""
+
+    image_max_pixels: int = 512 * 32 * 32
+    """Web images: smart_resize upper bound on pixels."""
+
+    augment: bool = False
+    """Robot images: random crop, resize, small rotation and colour jitter (not on wrist cameras)."""
+
+    num_workers: int = 2
+    """Data-loader worker processes per rank (0 loads in the training process)."""
+
+    prefetch_factor: int = 2
+    """Batches prefetched per worker."""
+
+    strict: bool = False
+    """Stop on a corrupt video, image or row instead of skipping (and counting) the sample."""

@@ -1,0 +1,100 @@
+"""The VLM prior (Qwen3-VL) and the Action Expert that turns it into a policy."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Model:
+    flavor: str = "debug"
+    """Qwen3-VL size: debug (tiny, CPU), 2B, 4B, 8B, 32B, 30B-A3B or 235B-A22B."""
+
+    hf_assets_path: str = ""
+    """Local folder of a Hugging Face Qwen3-VL checkpoint (config.json, *.safetensors, tokenizer.json).
+    Empty: the flavor's architecture with freshly initialised weights."""
+
+    load_hf_weights: bool = False
+    """Initialise the VLM from the safetensors in ``hf_assets_path`` (model weights only)."""
+
+    tokenizer_path: str = ""
+    """Path of a ``tokenizer.json``. Empty: ``<hf_assets_path>/tokenizer.json``."""
+
+    attention_backend: str = "sdpa"
+    """Attention kernel: ``sdpa`` (explicit boolean masks; CPU and GPU) or ``flex`` (CUDA only)."""
+
+    lora_rank: int = 0
+    """Rank of LoRA adapters on the linears named by ``lora_targets``; 0 disables LoRA."""
+
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the adapter output is multiplied by ``lora_alpha / lora_rank``."""
+
+    lora_targets: list[str] = field(default_factory=lambda: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"])
+    """Names of the linear layers that get LoRA adapters (matched against the last name in the FQN)."""
+
+    lora_components: list[str] = field(default_factory=lambda: ["decoder", "expert"])
+    """Components whose linears get LoRA adapters: any of ``decoder``, ``expert``."""
+
+
+@dataclass
+class ActionExpert:
+    enable: bool = True
+    """Build the Action Expert. Off: a plain Qwen3-VL (VLM-only training, text loss only)."""
+
+    fusion: str = "joint"
+    """``joint``: pi0 mixture of transformers, one attention per layer over VLM and expert tokens.
+    ``late``: an independent expert that reads the VLM's final hidden states through a projector."""
+
+    hidden_size: int = 0
+    """Width of the expert's residual stream. 0: half the decoder's width."""
+
+    intermediate_size: int = 0
+    """Width of the expert's SwiGLU MLP. 0: the expert width times the decoder's MLP ratio."""
+
+    num_layers: int = 0
+    """Depth of the late-fusion expert. 0: the decoder's depth. Joint fusion always uses the decoder's."""
+
+    action_horizon: int = 50
+    """H: number of future actions predicted per chunk."""
+
+    max_action_dim: int = 32
+    """Actions are zero-padded to this width; a per-sample mask marks the real dimensions."""
+
+    max_state_dim: int = 32
+    """Proprioceptive states are zero-padded to this width."""
+
+    state_mode: str = "continuous"
+    """``continuous``: one projected state token before the actions (pi0).
+    ``discrete``: the state quantised into text tokens in the prompt (pi0.5)."""
+
+    state_bins: int = 256
+    """Number of bins per state dimension for ``state_mode = "discrete"``."""
+
+    time_conditioning: str = "mlp"
+    """``mlp``: the time embedding is mixed into each action token by an MLP (pi0).
+    ``adarms``: adaptive RMSNorm with zero-initialised gates in every expert layer (pi0.5)."""
+
+    knowledge_insulation: bool = False
+    """Stop the flow loss's gradient at the VLM's keys/values, so only the text loss trains the VLM."""
+
+    prefix_attention: str = "causal"
+    """Attention among the VLM prefix tokens: ``causal`` (the VLM's own) or ``bidirectional``."""
+
+    num_inference_steps: int = 10
+    """Euler steps used by ``sample_actions`` (t goes from 1 to 0)."""
+
+    time_beta_alpha: float = 1.5
+    """Training times are ``time_scale * Beta(alpha, beta) + time_offset`` (openpi: 1.5, 1.0)."""
+
+    time_beta_beta: float = 1.0
+    """Second Beta parameter of the training-time distribution."""
+
+    time_scale: float = 0.999
+    """Scale of the Beta sample; with ``time_offset`` keeps t inside (0, 1]."""
+
+    time_offset: float = 0.001
+    """Offset added to the scaled Beta sample."""
+
+    min_period: float = 4e-3
+    """Shortest period of the sinusoidal time embedding."""
+
+    max_period: float = 4.0
+    """Longest period of the sinusoidal time embedding."""
