@@ -1,0 +1,235 @@
+"""The configuration layer: precedence, validation messages, stage resolution, --print-config."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+import typing
+
+import pytest
+
+from torchtitan_vla.config import ConfigError, JobConfig, load_config, parse_command_line, resolve_stages
+from torchtitan_vla.config.docs import undocumented_fields
+from torchtitan_vla.config.printing import render_stages
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+DEBUG_TOML = REPO / "train_configs" / "debug" / "curriculum.toml"
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "cfg.toml"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_precedence_cli_over_toml_over_defaults(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        [training]
+        steps = 7
+        local_batch_size = 3
+        [optimizer]
+        lr = 0.5
+        """,
+    )
+    cfg = load_config(path, [("training.steps", "11")]).config
+    assert cfg.training.steps == 11  # CLI beats TOML
+    assert cfg.training.local_batch_size == 3  # TOML beats default
+    assert cfg.optimizer.lr == 0.5
+    assert cfg.training.max_norm == JobConfig().training.max_norm  # default kept
+
+
+def test_cli_value_forms(tmp_path):
+    path = write(tmp_path, "")
+    cli = parse_command_line(
+        [
+            "--config",
+            path,
+            "--training.trainable=decoder,expert",
+            "--data.mixture",
+            "{ robot = 0.8, web = 0.2 }",
+            "--compile.enable",
+            "--job.name=123",
+            "--optimizer.lr=1e-4",
+        ]
+    )
+    cfg = load_config(cli.config_path, cli.overrides).config
+    assert cfg.training.trainable == ["decoder", "expert"]
+    assert cfg.data.mixture == {"robot": 0.8, "web": 0.2}
+    assert cfg.compile.enable is True
+    assert cfg.job.name == "123"  # strings stay verbatim, never parsed as numbers
+    assert cfg.optimizer.lr == pytest.approx(1e-4)
+
+
+def test_int_accepted_for_float_but_not_bool_for_int(tmp_path):
+    cfg = load_config(write(tmp_path, "[optimizer]\nlr = 1\n")).config
+    assert isinstance(cfg.optimizer.lr, float) and cfg.optimizer.lr == 1.0
+    with pytest.raises(ConfigError, match=r"'training.steps' expects int, got bool True"):
+        load_config(write(tmp_path, "[training]\nsteps = true\n"))
+
+
+@pytest.mark.parametrize(
+    "toml, expected",
+    [
+        ("[trainig]\nsteps = 3\n", r"unknown section 'trainig'; did you mean 'training'\?"),
+        ("[training]\nstepz = 3\n", r"unknown key 'training.stepz'; did you mean 'training.steps'\?"),
+        ("[training]\nsteps = 'ten'\n", r"'training.steps' expects int, got str 'ten'"),
+        ("[data]\nmixture = { robot = 'x' }\n", r"'data.mixture.robot' expects float, got str 'x'"),
+        ("[[data.sources]]\nname = 'a'\nkind = 'lerobot'\npaht = '/x'\n", r"unknown key 'data.sources\[0\].paht'"),
+    ],
+)
+def test_bad_toml_names_file_key_and_hint(tmp_path, toml, expected):
+    path = write(tmp_path, toml)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert path in str(info.value)
+
+
+def test_missing_file_names_path(tmp_path):
+    missing = str(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match=f"config file not found: {missing}"):
+        load_config(missing)
+
+
+def test_invalid_toml_syntax_names_path(tmp_path):
+    path = write(tmp_path, "[training\nsteps = 3\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(path)
+
+
+CURRICULUM = """
+[training]
+steps = 5
+trainable = ["vision", "decoder", "expert"]
+[optimizer]
+lr = 1e-3
+[data]
+mixture = { web = 1.0 }
+
+[[curriculum.stages]]
+name = "pretrain"
+steps = 10
+[curriculum.stages.training]
+trainable = ["vision", "decoder"]
+action_loss_weight = 0.0
+
+[[curriculum.stages]]
+name = "cotrain"
+steps = 20
+[curriculum.stages.data]
+mixture = { robot = 0.8, web = 0.2 }
+[curriculum.stages.optimizer]
+lr = 3e-4
+"""
+
+
+def test_stages_resolve_into_complete_configs(tmp_path):
+    stages = resolve_stages(load_config(write(tmp_path, CURRICULUM)))
+    assert [s.name for s in stages] == ["pretrain", "cotrain"]
+    pre, co = (s.config for s in stages)
+    assert (stages[0].steps, pre.training.steps) == (10, 10)
+    assert pre.training.trainable == ["vision", "decoder"] and pre.training.action_loss_weight == 0.0
+    assert pre.optimizer.lr == 1e-3 and pre.data.mixture == {"web": 1.0}
+    # Stage 2 starts again from the base, not from stage 1.
+    assert co.training.trainable == ["vision", "decoder", "expert"] and co.training.action_loss_weight == 1.0
+    assert co.optimizer.lr == 3e-4
+    assert co.data.mixture == {"robot": 0.8, "web": 0.2}
+
+
+def test_stage_mixture_replaces_rather_than_merges(tmp_path):
+    toml = CURRICULUM.replace('mixture = { robot = 0.8, web = 0.2 }', 'mixture = { robot = 1.0 }')
+    co = resolve_stages(load_config(write(tmp_path, toml)))[1].config
+    assert co.data.mixture == {"robot": 1.0}  # the base's "web" must not leak into the stage
+
+
+def test_cli_beats_stage_overrides_and_targets_one_stage(tmp_path):
+    loaded = load_config(
+        write(tmp_path, CURRICULUM),
+        [("optimizer.lr", "0.01"), ("curriculum.stages.cotrain.steps", "2"),
+         ("curriculum.stages.pretrain.training.max_norm", "0.5")],
+    )
+    pre, co = resolve_stages(loaded)
+    assert pre.config.optimizer.lr == 0.01 and co.config.optimizer.lr == 0.01
+    assert co.steps == 2 and co.config.training.steps == 2 and pre.steps == 10
+    assert pre.config.training.max_norm == 0.5 and co.config.training.max_norm == 1.0
+
+
+def test_stage_errors(tmp_path):
+    bad_section = CURRICULUM + "[curriculum.stages.trainig]\nsteps = 1\n"
+    with pytest.raises(ConfigError, match=r"unknown key 'curriculum.stages\[1\].trainig'; did you mean"):
+        load_config(write(tmp_path, bad_section))
+    bad_key = CURRICULUM.replace("lr = 3e-4", "lrr = 3e-4")
+    with pytest.raises(ConfigError, match=r"curriculum.stages\[1\].optimizer.lrr"):
+        load_config(write(tmp_path, bad_key))
+    with pytest.raises(ConfigError, match="no curriculum stage named 'cotrian'; did you mean 'cotrain'"):
+        load_config(write(tmp_path, CURRICULUM), [("curriculum.stages.cotrian.steps", "1")])
+    dup = CURRICULUM.replace('name = "cotrain"', 'name = "pretrain"')
+    with pytest.raises(ConfigError, match="stage names must be unique"):
+        load_config(write(tmp_path, dup))
+    with pytest.raises(ConfigError, match="'curriculum.stages\\[0\\].steps' must be a positive integer"):
+        load_config(write(tmp_path, CURRICULUM.replace("steps = 10", "steps = 0")))
+
+
+def test_no_stages_means_one_stage_of_training_steps(tmp_path):
+    (stage,) = resolve_stages(load_config(write(tmp_path, "[training]\nsteps = 4\n")))
+    assert (stage.name, stage.steps) == ("train", 4)
+
+
+def _config_dataclasses():
+    seen, todo = [], [JobConfig]
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.append(cls)
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            for candidate in (tp, *typing.get_args(tp)):
+                if dataclasses.is_dataclass(candidate):
+                    todo.append(candidate)
+    return seen
+
+
+def test_every_config_field_has_a_docstring():
+    missing = [name for cls in _config_dataclasses() for name in undocumented_fields(cls)]
+    assert missing == []
+
+
+def test_print_config_renders_every_stage(tmp_path):
+    text = render_stages(resolve_stages(load_config(write(tmp_path, CURRICULUM))))
+    assert "# ===== stage 1/2: pretrain (10 steps)" in text
+    assert "# ===== stage 2/2: cotrain (20 steps)" in text
+    assert 'mixture = { "robot" = 0.8, "web" = 0.2 }' in text
+
+
+def run_train(*args):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_train_py_print_config_shows_three_debug_stages():
+    proc = run_train("--config", str(DEBUG_TOML), "--print-config")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("# ===== stage ") == 3
+    for name in ("vlm_pretrain", "cotrain", "finetune"):
+        assert f": {name} (" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "missing/file.toml"], "config file not found: missing/file.toml"),
+        (["--config", str(DEBUG_TOML), "--trainig.steps=1"], "unknown section 'trainig'; did you mean 'training'"),
+        (["--config", str(DEBUG_TOML), "--training.steps=abc"], "'training.steps' expects int, got str 'abc'"),
+        (["--config", str(DEBUG_TOML), "stray"], "unexpected argument 'stray'"),
+        ([], "--config FILE.toml is required"),
+    ],
+)
+def test_train_py_errors_are_one_line_exit_2_no_traceback(args, message):
+    proc = run_train(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
