@@ -8,6 +8,12 @@ venv="${VENV:-$here/.venv}"
 torch_spec="${TORCH_SPEC:-torch==2.13.0}"
 extras="${1:-}"
 
+# pip's own progress stays quiet; its warnings about unreachable local index folders are noise.
+pip_quiet() {
+  "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
+
 python_bin="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then
   echo "[bootstrap] creating $venv"
@@ -17,8 +23,8 @@ stamp="$venv/.torchtitan_vla-installed"
 want="$torch_spec|$extras|$(cat "$here/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[bootstrap] installing $torch_spec, then torchtitan_vla${extras:+[$extras]}"
-  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q "$torch_spec"
-  "$venv/bin/python" -m pip install -q -e "$here${extras:+[$extras]}"
+  pip_quiet "$venv/bin/python" -m pip install -q --upgrade pip
+  pip_quiet "$venv/bin/python" -m pip install -q "$torch_spec"
+  pip_quiet "$venv/bin/python" -m pip install -q -e "$here${extras:+[$extras]}"
   echo "$want" > "$stamp"
 fi
