@@ -1,0 +1,1 @@
+"""Model definitions: Qwen3-VL (vision-language prior) and the action expert."""
