@@ -233,3 +233,20 @@ def test_train_py_errors_are_one_line_exit_2_no_traceback(args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("size", ["2b", "4b", "8b"])
+def test_real_size_curricula_resolve(size):
+    path = REPO / "train_configs" / f"qwen3vl_{size}" / "curriculum.toml"
+    proc = run_train("--config", str(path), "--print-config")
+    assert proc.returncode == 0, proc.stderr
+    stages = resolve_stages(load_config(str(path)))
+    assert [s.name for s in stages] == ["vlm_pretrain", "cotrain", "finetune"]
+    pretrain, cotrain, finetune = (s.config for s in stages)
+    assert pretrain.model.flavor == size.upper()
+    assert set(pretrain.data.mixture) == {"obelics", "cc12m"} and pretrain.training.action_loss_weight == 0.0
+    names = {s.name: s.kind for s in cotrain.data.sources}
+    assert any(names[n] == "lerobot" for n in cotrain.data.mixture) and any(
+        names[n] in ("obelics", "cc12m") for n in cotrain.data.mixture
+    )
+    assert all(names[n] == "lerobot" for n in finetune.data.mixture)
