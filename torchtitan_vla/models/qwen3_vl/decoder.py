@@ -1,0 +1,184 @@
+"""Qwen3 decoder layer: RMSNorm, grouped-query attention with QK-norm, SwiGLU or routed-expert MLP."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .args import TextArgs
+from .attention import attend, check_backend
+from .kv_cache import KVCache
+from .rope import apply_rotary
+
+INIT_STD = 0.02
+
+
+class RMSNorm(nn.Module):
+    """``w * (x / rms(x))`` with the normalisation in fp32 and the weight multiply in the input dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        return self.weight * normed
+
+    def init_weights(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+class Attention(nn.Module):
+    """Causal GQA with per-head RMSNorm on q and k before the rotary embedding."""
+
+    def __init__(self, args: TextArgs, layer_id: int, backend: str = "sdpa"):
+        super().__init__()
+        self.layer_id = layer_id
+        self.n_heads = args.n_heads
+        self.n_kv_heads = args.n_kv_heads
+        self.head_dim = args.head_dim
+        self.backend = check_backend(backend)
+        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.q_norm = RMSNorm(args.head_dim, args.rms_norm_eps)
+        self.k_norm = RMSNorm(args.head_dim, args.rms_norm_eps)
+
+    def project_qkv(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, S, D), cos/sin (B, S, head_dim) -> q (B, H, S, hd), k and v (B, KV, S, hd), rotated."""
+        bsz, seq, _ = x.shape
+        q = self.q_norm(self.wq(x).view(bsz, seq, self.n_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.wk(x).view(bsz, seq, self.n_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.wv(x).view(bsz, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        # The rotation runs in the activation dtype (cos/sin are cast down first), as in the reference.
+        cos = cos.to(x.dtype).unsqueeze(1)
+        sin = sin.to(x.dtype).unsqueeze(1)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def project_out(self, o: torch.Tensor) -> torch.Tensor:
+        """o (B, S, H*hd) -> (B, S, D)."""
+        return self.wo(o)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        q, k, v = self.project_qkv(x, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_id, k, v)
+        # mask=None: plain causal attention over the whole (uncached) sequence.
+        o = attend(q, k, v, mask, causal=mask is None, backend=self.backend)
+        return self.project_out(o.transpose(1, 2).flatten(2))
+
+    def init_weights(self, std: float = INIT_STD) -> None:
+        for linear in (self.wq, self.wk, self.wv, self.wo):
+            nn.init.trunc_normal_(linear.weight, std=std)
+        self.q_norm.init_weights()
+        self.k_norm.init_weights()
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: ``w2(silu(w1 x) * w3 x)``."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+    def init_weights(self, std: float = INIT_STD) -> None:
+        for linear in (self.w1, self.w2, self.w3):
+            nn.init.trunc_normal_(linear.weight, std=std)
+
+
+class GroupedExperts(nn.Module):
+    """E SwiGLU experts stored as stacked weights: w1, w3 (E, I, D) and w2 (E, D, I)."""
+
+    def __init__(self, num_experts: int, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(num_experts, hidden_dim, dim))
+        self.w2 = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))
+        self.w3 = nn.Parameter(torch.empty(num_experts, hidden_dim, dim))
+
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x @ self.w1[e].T) * (x @ self.w3[e].T) @ self.w2[e].T
+
+    def init_weights(self, std: float = INIT_STD) -> None:
+        for w in (self.w1, self.w2, self.w3):
+            nn.init.trunc_normal_(w, std=std)
+
+
+class MoE(nn.Module):
+    """Top-k routed experts, no shared expert: softmax router in fp32, top-k weights renormalised."""
+
+    def __init__(self, args: TextArgs):
+        super().__init__()
+        self.num_experts = args.num_experts
+        self.top_k = args.num_experts_per_tok
+        self.router = nn.Linear(args.dim, args.num_experts, bias=False)
+        self.experts = GroupedExperts(args.num_experts, args.dim, args.moe_intermediate_size)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (T, D) -> (router logits (T, E), top-k weights (T, k) in x's dtype, expert indices (T, k))."""
+        logits = self.router(x)
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        weights, experts = torch.topk(probs, self.top_k, dim=-1)
+        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+        return logits, weights, experts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        _, weights, experts = self.route(x)
+        out = torch.zeros_like(x)
+        # Only the experts that received tokens run; one host sync per layer to list them.
+        for e in torch.unique(experts).tolist():
+            token, slot = torch.where(experts == e)
+            y = self.experts.expert(e, x[token]) * weights[token, slot, None]
+            out.index_add_(0, token, y)
+        return out.view(shape)
+
+    def init_weights(self, std: float = INIT_STD) -> None:
+        nn.init.trunc_normal_(self.router.weight, std=std)
+        self.experts.init_weights(std)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: ``x + attention(norm(x))``, then ``x + feed_forward(norm(x))``."""
+
+    def __init__(self, args: TextArgs, layer_id: int, attention_backend: str = "sdpa"):
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention_norm = RMSNorm(args.dim, args.rms_norm_eps)
+        self.attention = Attention(args, layer_id, attention_backend)
+        self.ffn_norm = RMSNorm(args.dim, args.rms_norm_eps)
+        self.feed_forward = MoE(args) if args.is_moe_layer(layer_id) else FeedForward(args.dim, args.intermediate_size)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask, kv_cache)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+    def init_weights(self, std: float = INIT_STD) -> None:
+        self.attention_norm.init_weights()
+        self.ffn_norm.init_weights()
+        self.attention.init_weights(std)
+        self.feed_forward.init_weights(std)
