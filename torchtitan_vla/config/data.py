@@ -43,6 +43,10 @@ class DataSource:
     instruction: str = ""
     """LeRobot: a fixed instruction used instead of the dataset's task text (empty: the task text)."""
 
+    image_fetch_fn: str = ""
+    """OBELICS: ``module:function`` that returns the bytes of an image URL. Empty: URL images are
+    unavailable and their rows are skipped (and counted); embedded bytes and local files always work."""
+
 
 @dataclass
 class Data:
@@ -61,8 +65,14 @@ class Data:
     packing: bool = True
     """Pack several web documents into one sequence (no attention across them, positions restart)."""
 
+    pad_to_max_seq_len: bool = True
+    """Pad every batch to ``max_seq_len`` (static shapes for torch.compile); off: to the batch's longest."""
+
+    caption_prompt: str = "Describe this image."
+    """cc12m: the user's request shown with each image; the caption is the answer (the only loss)."""
+
     image_size: int = 224
-    """Robot camera frames are resized to image_size x image_size before patchify."""
+    """Robot camera frames are resized to image_size x image_size (a multiple of 32) before patchify."""
 
     image_min_pixels: int = 256 * 32 * 32
     """Web images: smart_resize lower bound on pixels (multiple of 32 x 32)."""

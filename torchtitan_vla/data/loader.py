@@ -1,0 +1,138 @@
+"""``build_dataloader``: the configured mixture of sources as a resumable StatefulDataLoader of Batch dicts."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from ..config.data import DataSource
+from .document import Packer
+from .lerobot import LeRobotReader
+from .mixture import MixtureDataset, worker_init
+from .prompts import PromptBuilder
+from .robot import RobotSampleBuilder, RobotStream
+from .sample import Collator
+from .web import WebStream
+
+KINDS = ("cc12m", "obelics", "lerobot")
+
+
+class VLADataLoader(StatefulDataLoader):
+    """A StatefulDataLoader that knows its sources' names and counts samples and skips per source."""
+
+    def __init__(self, dataset: MixtureDataset, source_names: list[str], **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.source_names = source_names
+        """Name of each source; ``batch["source_id"]`` indexes this list."""
+        self.samples_per_source = dict.fromkeys(source_names, 0)
+        """Samples of each source delivered so far (restored with the loader state)."""
+        self.skipped_per_source = dict.fromkeys(source_names, 0)
+        """Examples each source skipped so far (corrupt video/image, unavailable image)."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            for i, name in enumerate(self.source_names):
+                self.samples_per_source[name] += int((batch["source_id"] == i).sum())
+                self.skipped_per_source[name] += int(batch["skipped"][i])
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["vla_counts"] = {"samples": dict(self.samples_per_source), "skipped": dict(self.skipped_per_source)}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        counts = state_dict.pop("vla_counts", None)
+        super().load_state_dict(state_dict)
+        if counts:
+            self.samples_per_source.update(counts["samples"])
+            self.skipped_per_source.update(counts["skipped"])
+
+
+def _check_source(src: DataSource) -> None:
+    if not src.name:
+        raise ValueError("every data source needs a name")
+    if src.kind not in KINDS:
+        raise ValueError(f"data source '{src.name}': kind must be one of {KINDS}, got {src.kind!r}")
+    if not src.path:
+        raise ValueError(f"data source '{src.name}': path is empty")
+
+
+def _robot_builder(src: DataSource, cfg, prompts: PromptBuilder) -> RobotSampleBuilder:
+    reader = LeRobotReader(src.path, src.state_key, src.action_key, src.camera_keys, src.episodes)
+    expert = cfg.action_expert
+    return RobotSampleBuilder(
+        reader, prompts, action_horizon=expert.action_horizon, max_action_dim=expert.max_action_dim,
+        max_state_dim=expert.max_state_dim, normalization=src.normalization, stats_path=src.stats_path,
+        image_size=cfg.data.image_size, augment=cfg.data.augment, wrist_camera_keys=src.wrist_camera_keys,
+        instruction=src.instruction, state_mode=expert.state_mode, state_bins=expert.state_bins,
+    )
+
+
+def _web_stream(src: DataSource, cfg, prompts: PromptBuilder, dp_rank: int, dp_world_size: int, source_id: int,
+                stream_id: int, num_streams: int) -> WebStream:
+    del stream_id, num_streams  # datasets splits by rank here and by worker itself
+    packer = Packer(cfg.data.max_seq_len, prompts.vision_start_id, cfg.data.packing)
+    stream = WebStream(src.kind, src.path, src.split, src.name, source_id, prompts, packer, dp_rank, dp_world_size,
+                       cfg.data.strict, src.image_fetch_fn)
+    # datasets gives each loader worker whole shards; a worker without one would never yield.
+    if stream.ds.n_shards < cfg.data.num_workers:
+        raise ValueError(f"data source '{src.name}' has {stream.ds.n_shards} shard(s) per rank, fewer than "
+                         f"data.num_workers={cfg.data.num_workers}: split it into more files (or row groups)")
+    return stream
+
+
+def _mixture(cfg, split: str) -> dict[str, float]:
+    weights = cfg.data.mixture if split == "train" else cfg.data.validation_mixture
+    if split != "train" and not weights:
+        raise ValueError(f"split '{split}' needs data.validation_mixture")
+    return dict(weights) if weights else {s.name: 1.0 for s in cfg.data.sources}
+
+
+def build_dataloader(cfg, tokenizer, dp_rank: int, dp_world_size: int, split: str = "train") -> VLADataLoader:
+    """The data loader of this rank: samples of ``cfg.data``'s mixture collated into Batch dicts.
+
+    Every source named by the mixture is opened once here, so a missing path, feature key or stats entry
+    is an error at start-up that names it (workers reopen the sources in their own processes).
+    """
+    by_name = {}
+    for src in cfg.data.sources:
+        _check_source(src)
+        if src.name in by_name:
+            raise ValueError(f"data source name '{src.name}' is used twice")
+        by_name[src.name] = src
+    weights = _mixture(cfg, split)
+    unknown = sorted(set(weights) - set(by_name))
+    if unknown:
+        raise ValueError(f"mixture names unknown data sources {unknown}; sources are {sorted(by_name)}")
+    names = [n for n in weights if weights[n] > 0]
+    prompts = PromptBuilder(tokenizer, cfg.data)
+    factories = []
+    for source_id, name in enumerate(names):
+        src = by_name[name]
+        if src.kind == "lerobot":
+            # Loaded once here (workers inherit the arrays); the video decoders open lazily per process.
+            builder = _robot_builder(src, cfg, prompts)
+            make = functools.partial(RobotStream, builder, name=src.name, seed=cfg.job.seed, strict=cfg.data.strict)
+        else:
+            make = functools.partial(_web_stream, src, cfg, prompts, dp_rank, dp_world_size)
+        make(source_id, stream_id=dp_rank, num_streams=dp_world_size)  # validate paths and keys now
+        factories.append(make)
+    dataset = MixtureDataset(names, factories, [weights[n] for n in names], cfg.job.seed, dp_rank, dp_world_size)
+    expert = cfg.action_expert
+    collate = Collator(tokenizer.pad_id, cfg.data.max_seq_len, expert.action_horizon, expert.max_action_dim,
+                       expert.max_state_dim, len(names), cfg.data.pad_to_max_seq_len)
+    workers = cfg.data.num_workers
+    return VLADataLoader(
+        dataset, names,
+        batch_size=cfg.training.local_batch_size,
+        collate_fn=collate,
+        num_workers=workers,
+        prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
+        persistent_workers=workers > 0,
+        worker_init_fn=worker_init if workers > 0 else None,
+        in_order=True,
+    )

@@ -1,0 +1,77 @@
+"""Turning raw content into tokenized Documents: robot prompts, captions and interleaved web pages.
+
+Chat rendering, placeholder expansion and image patchify are the processor's (``models/qwen3_vl``); this
+module only decides what each kind of sample says and where the loss goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..models.qwen3_vl.chat import encode_prompt, encode_prompt_answer, image_placeholder
+from ..models.qwen3_vl.processor import preprocess_image, preprocess_images
+from ..models.qwen3_vl.tokenizer import ENDOFTEXT, Tokenizer
+from .document import Document
+from .sample import IGNORE_INDEX
+
+
+def clean_instruction(text: str) -> str:
+    """pi0's prompt cleaning: trimmed, underscores and newlines become spaces."""
+    return text.strip().replace("_", " ").replace("\n", " ")
+
+
+class PromptBuilder:
+    """Builds Documents with one tokenizer and the data section's image settings."""
+
+    def __init__(self, tokenizer: Tokenizer, data_cfg):
+        self.tokenizer = tokenizer
+        self.image_token_id = tokenizer.image_pad_id
+        self.vision_start_id = tokenizer.vision_start_id
+        self.min_pixels, self.max_pixels = data_cfg.image_min_pixels, data_cfg.image_max_pixels
+        self.caption_prompt = data_cfg.caption_prompt
+        self._vision_ids = {tokenizer.vision_start_id, tokenizer.vision_end_id, tokenizer.image_pad_id}
+
+    def robot(self, images: Sequence[np.ndarray], size: tuple[int, int], instruction: str,
+              state_bins: np.ndarray | None = None) -> Document:
+        """Cameras + instruction (+ pi0.5's discretised state), ending with the assistant turn's opening.
+
+        No text target: the action expert reads this prefix; every label is -100.
+        """
+        pixel_values, grid = preprocess_images(list(images), resize_to=size)
+        text = clean_instruction(instruction)
+        if state_bins is not None:
+            text = f"Task: {text}, State: {' '.join(str(int(b)) for b in state_bins)};"
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
+        ids = encode_prompt(self.tokenizer, [{"role": "user", "content": content}], grid).tolist()
+        per_image = [int(g.prod()) for g in grid]
+        return Document(ids, [IGNORE_INDEX] * len(ids), list(pixel_values.split(per_image)), list(grid))
+
+    def caption(self, image: Image.Image, caption: str) -> Document:
+        """A captioning turn: the user shows the image and asks; the loss is on the caption only."""
+        pixel_values, grid = preprocess_image(image, self.min_pixels, self.max_pixels)
+        content = [{"type": "image"}, {"type": "text", "text": self.caption_prompt}]
+        input_ids, labels = encode_prompt_answer(self.tokenizer, [{"role": "user", "content": content}],
+                                                 caption, grid[None])
+        return Document(input_ids.tolist(), labels.tolist(), [pixel_values], [grid])
+
+    def interleaved(self, items: Sequence[str | Image.Image]) -> Document:
+        """A web page as plain text with images in place (no chat template), ended by ``<|endoftext|>``.
+
+        The loss is on every text token and the end token, never on vision tokens.
+        """
+        ids: list[int] = []
+        pixels, grids = [], []
+        for item in items:
+            if isinstance(item, str):
+                ids.extend(self.tokenizer.encode(item))
+                continue
+            pixel_values, grid = preprocess_image(item, self.min_pixels, self.max_pixels)
+            ids.extend(self.tokenizer.encode(image_placeholder(grid)))
+            pixels.append(pixel_values)
+            grids.append(grid)
+        ids.extend(self.tokenizer.encode(ENDOFTEXT))
+        targets = [IGNORE_INDEX if t in self._vision_ids else t for t in ids]
+        return Document(ids, targets[1:] + [IGNORE_INDEX], pixels, grids)

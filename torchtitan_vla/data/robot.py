@@ -1,0 +1,129 @@
+"""Robot samples from a LeRobot dataset: camera frames, instruction prompt, state and action chunk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..utils.logging import logger
+from .augment import augment_image
+from .lerobot import LeRobotReader
+from .mixture import SourceStream
+from .normalize import Normalizer, discretize_state, load_stats_file, pad_last
+from .prompts import PromptBuilder
+from .sample import Sample
+from .video import CorruptMediaError
+
+
+class RobotSampleBuilder:
+    """Turns (episode, frame) of a LeRobot dataset into a Sample (one prompt document, labels all -100)."""
+
+    def __init__(self, reader: LeRobotReader, prompts: PromptBuilder, *, action_horizon: int, max_action_dim: int,
+                 max_state_dim: int, normalization: str = "mean_std", stats_path: str = "",
+                 image_size: int = 224, augment: bool = False, wrist_camera_keys: list[str] | None = None,
+                 instruction: str = "", state_mode: str = "continuous", state_bins: int = 256):
+        self.reader, self.prompts = reader, prompts
+        self.horizon, self.max_action_dim, self.max_state_dim = action_horizon, max_action_dim, max_state_dim
+        stats = load_stats_file(stats_path) if stats_path else reader.stats()
+        self.state_norm = Normalizer(normalization, stats.get(reader.state_key), reader.state_key)
+        self.action_norm = Normalizer(normalization, stats.get(reader.action_key), reader.action_key)
+        self.state_dim, self.action_dim = reader.state.shape[1], reader.action.shape[1]
+        for dim, limit, what in ((self.state_dim, max_state_dim, "max_state_dim"),
+                                 (self.action_dim, max_action_dim, "max_action_dim")):
+            if dim > limit:
+                raise ValueError(f"{reader.root}: {dim}-dim {what[4:-4]} exceeds action_expert.{what}={limit}")
+        self.image_size = image_size
+        self.augment = augment
+        self.wrist = set(wrist_camera_keys or [])
+        unknown = self.wrist - set(reader.camera_keys)
+        if unknown:
+            raise ValueError(f"{reader.root}: wrist camera keys {sorted(unknown)} are not cameras {reader.camera_keys}")
+        self.instruction = instruction
+        self.state_mode, self.state_bins = state_mode, state_bins
+        self.dim_mask = np.arange(max_action_dim) < self.action_dim
+
+    def chunk(self, episode_pos: int, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(raw state (Ds,), raw actions (H, Da), is_pad (H,)): steps past the end repeat the last action."""
+        ep = self.reader.episodes[episode_pos]
+        steps = frame + np.arange(self.horizon)
+        is_pad = steps >= ep.length
+        rows = ep.start + np.minimum(steps, ep.length - 1)
+        return self.reader.state[ep.start + frame], self.reader.action[rows], is_pad
+
+    def build(self, episode_pos: int, frame: int, source_id: int, rng: np.random.Generator) -> Sample:
+        ep = self.reader.episodes[episode_pos]
+        state, actions, is_pad = self.chunk(episode_pos, frame)
+        state_n = self.state_norm(state)
+        actions_n = self.action_norm(actions)
+        size = (self.image_size, self.image_size)
+        # Without augmentation the decoder scales straight to the model's size (cheapest); augmentation
+        # crops the native frame first, then resizes.
+        frames = self.reader.frames(ep, frame, size=None if self.augment else size)
+        images = [frames[cam] for cam in self.reader.camera_keys]
+        if self.augment:
+            images = [augment_image(im, rng, wrist=cam in self.wrist) for cam, im in zip(self.reader.camera_keys, images)]
+        bins = discretize_state(state_n, self.state_bins) if self.state_mode == "discrete" else None
+        doc = self.prompts.robot(images, size, self.instruction or ep.task, bins)
+        return doc.to_sample(
+            source_id,
+            self.prompts.image_token_id,
+            state=pad_last(state_n, self.max_state_dim, f"{self.reader.state_key} of {self.reader.root}"),
+            actions=pad_last(actions_n, self.max_action_dim, f"{self.reader.action_key} of {self.reader.root}"),
+            action_is_pad=is_pad,
+            action_dim_mask=self.dim_mask,
+        )
+
+
+class RobotStream(SourceStream):
+    """Frames of the dataset in a per-epoch random order, this stream's share of each permutation."""
+
+    def __init__(self, builder: RobotSampleBuilder, source_id: int, name: str, seed: int, stream_id: int,
+                 num_streams: int, strict: bool):
+        self.builder, self.source_id, self.name = builder, source_id, name
+        self.seed, self.stream_id, self.num_streams, self.strict = seed, stream_id, num_streams, strict
+        lengths = np.array([ep.length for ep in builder.reader.episodes])
+        self.episode_starts = np.concatenate([[0], np.cumsum(lengths)])
+        if self.episode_starts[-1] < num_streams:
+            raise ValueError(f"source '{name}' has {self.episode_starts[-1]} frames, fewer than the "
+                             f"{num_streams} data-loading streams (ranks x workers)")
+        self.epoch, self.position = 0, 0
+        self.skipped = 0
+        self._order: np.ndarray | None = None
+
+    def _epoch_order(self) -> np.ndarray:
+        if self._order is None:
+            perm = np.random.default_rng([self.seed, self.source_id, self.epoch]).permutation(self.episode_starts[-1])
+            self._order = perm[self.stream_id::self.num_streams]
+        return self._order
+
+    def _advance(self) -> int:
+        order = self._epoch_order()
+        index = int(order[self.position])
+        self.position += 1
+        if self.position == len(order):
+            self.epoch, self.position, self._order = self.epoch + 1, 0, None
+        return index
+
+    def next(self, rng: np.random.Generator) -> Sample:
+        failures = 0
+        while True:
+            index = self._advance()
+            episode_pos = int(np.searchsorted(self.episode_starts, index, side="right") - 1)
+            frame = index - int(self.episode_starts[episode_pos])
+            try:
+                return self.builder.build(episode_pos, frame, self.source_id, rng)
+            except CorruptMediaError as err:
+                if self.strict:
+                    raise
+                self.skipped += 1
+                failures += 1
+                logger.warning(f"data source '{self.name}': skipped a sample: {err}")
+                if failures >= 100:
+                    raise RuntimeError(f"data source '{self.name}': 100 consecutive samples failed; last: {err}") from err
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
