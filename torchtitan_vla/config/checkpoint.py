@@ -41,3 +41,6 @@ class Checkpoint:
 
     export_dtype: str = "float32"
     """Dtype of exported weights: ``float32`` or ``bfloat16``."""
+
+    export_folder: str = "export"
+    """Folder inside the run folder for the exported policy (``policy/``) and VLM (``hf/``)."""

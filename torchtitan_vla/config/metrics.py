@@ -31,3 +31,7 @@ class Metrics:
 
     profile_steps: list[int] = field(default_factory=list)
     """Record a torch.profiler trace of these steps into ``<run folder>/profile``."""
+
+    peak_flops: float = 0.0
+    """Peak FLOP/s of one device used as the MFU denominator. 0: looked up from the GPU's name (bf16
+    dense); on CPU MFU is then reported as n/a. Set it to state a nominal peak (e.g. for a CPU)."""

@@ -92,3 +92,11 @@ class Training:
 
     validation_steps: int = 4
     """Micro-batches per validation."""
+
+    debug_inject_nonfinite_steps: list[int] = field(default_factory=list)
+    """Testing only: at these (curriculum-global) steps the loss is multiplied by NaN, to exercise the
+    non-finite guard. Empty in real runs."""
+
+    debug_sigkill_at_step: int = 0
+    """Testing only: rank 0 sends itself SIGKILL when this step begins (a crash without a chance to
+    save), to exercise resumption. 0 disables it."""

@@ -1,0 +1,26 @@
+"""``train.py`` with the stand-in model and data: ``[torchrun ...] run_standin.py --config X.toml [--k=v ...]``."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from standin import standin_spec  # noqa: E402
+
+from torchtitan_vla.config import ConfigError, load_config, parse_command_line, resolve_stages  # noqa: E402
+from torchtitan_vla.train.main import run  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    try:
+        cli = parse_command_line(argv)
+        loaded = load_config(cli.config_path, cli.overrides)
+        stages = resolve_stages(loaded)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run(loaded, stages, spec=standin_spec())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

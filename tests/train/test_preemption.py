@@ -1,0 +1,33 @@
+"""SIGTERM / SIGUSR1 (SLURM preemption): a checkpoint at the next step boundary, then exit code 0."""
+
+import signal
+import subprocess
+import sys
+
+import pytest
+from helpers import CONFIG, HERE
+
+from torchtitan_vla.train.checkpoint import check_complete, read_meta
+
+LONG = ["--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=100000", "--checkpoint.interval=100000"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_saves_at_the_next_step_and_exits_0(tmp_path, sig):
+    cmd = [sys.executable, str(HERE / "run_standin.py"), "--config", str(CONFIG), f"--job.dump_folder={tmp_path}", *LONG]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "step 3/" in line:
+                proc.send_signal(sig)
+                break
+        out = proc.stdout.read()
+        assert proc.wait(timeout=120) == 0, out
+    finally:
+        proc.kill()
+    ckpts = list((tmp_path / "standin" / "checkpoints").iterdir())
+    assert len(ckpts) == 1 and check_complete(ckpts[0]) is None
+    step = int(ckpts[0].name.split("-")[1])
+    assert 3 <= step <= 5, "saved at the step boundary right after the signal"
+    assert read_meta(ckpts[0])["stage_step"] == step
+    assert f"preempted: state saved at step {step}" in out

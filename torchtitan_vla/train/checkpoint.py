@@ -1,0 +1,251 @@
+"""Atomic DCP checkpoints: save, keep-latest-k, find the newest complete one, load.
+
+A checkpoint is written into ``step-N.tmp`` by all ranks (torch.distributed.checkpoint), then rank 0
+writes ``COMPLETE.json`` (the size of every file) and renames the folder to ``step-N``. A folder
+without the marker, or whose files no longer match it (a truncated copy), is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from torchtitan_vla.config.checkpoint import Checkpoint as CheckpointConfig
+from torchtitan_vla.utils.logging import logger
+
+MARKER = "COMPLETE.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class ModelState:
+    """The model as DCP sees it: FQN-keyed, sharding-aware, wrapper prefixes (compile, AC) removed."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return get_model_state_dict(self.model)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_model_state_dict(self.model, state, options=StateDictOptions(strict=True))
+
+
+class OptimizerState:
+    """The optimizer flattened to parameter FQNs, so it reloads under any wrapping."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        self.model = model
+        self.optimizer = optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return get_optimizer_state_dict(self.model, self.optimizer)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_optimizer_state_dict(self.model, self.optimizer, state)
+
+
+@dataclass
+class CheckpointInfo:
+    step: int
+    path: Path
+    meta: dict
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's value on every rank (so all ranks agree on which checkpoint to load)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER
+    }
+
+
+def check_complete(path: Path) -> str | None:
+    """``None`` if ``path`` is a complete checkpoint, else the reason it is not."""
+    marker = path / MARKER
+    if not path.is_dir():
+        return "no such folder"
+    if not marker.is_file():
+        return f"no {MARKER} (the save did not finish)"
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return f"unreadable {MARKER}: {e}"
+    actual = _file_sizes(path)
+    for name, size in meta.get("files", {}).items():
+        if name not in actual:
+            return f"file {name} is missing"
+        if actual[name] != size:
+            return f"file {name} has {actual[name]} bytes, {size} were written (truncated copy?)"
+    return None
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((path / MARKER).read_text())
+
+
+class CheckpointManager:
+    """Saves and finds the checkpoints of one run folder (``<run>/<checkpoint.folder>``)."""
+
+    def __init__(self, folder: str | Path, cfg: CheckpointConfig):
+        if cfg.async_mode not in ("disabled", "async"):
+            raise ValueError(f"checkpoint.async_mode must be 'disabled' or 'async', got {cfg.async_mode!r}")
+        if cfg.interval <= 0:
+            raise ValueError(f"checkpoint.interval must be positive, got {cfg.interval}")
+        self.folder = Path(folder)
+        self.cfg = cfg
+        self._pending: tuple[Future, int, Path, dict] | None = None
+        # Async saves run their collectives on a separate gloo group, so they never interleave with
+        # the training collectives of the default group (NCCL on GPUs).
+        self._async_group = (
+            dist.new_group(backend="gloo") if cfg.async_mode == "async" and dist.is_initialized() else None
+        )
+        if _rank() == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for stale in self.folder.glob("step-*.tmp"):
+                logger.warning(f"removing the unfinished checkpoint {stale}")
+                shutil.rmtree(stale, ignore_errors=True)
+        _barrier()
+
+    # ------------------------------------------------------------------------------------------ find
+    def step_folders(self) -> list[tuple[int, Path]]:
+        """Finished (renamed) checkpoint folders, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _STEP_DIR.match(p.name))]
+        return sorted(found)
+
+    def find_resume(self, load_step: int = -1) -> CheckpointInfo | None:
+        """The checkpoint to resume from: ``load_step``'s, or the newest complete one (or None).
+
+        Rank 0 decides and broadcasts, so every rank loads the same one.
+        """
+        choice = self._choose(load_step) if _rank() == 0 else None
+        choice = _broadcast(choice)
+        if isinstance(choice, Exception):
+            raise choice
+        if choice is None:
+            return None
+        step, path = choice
+        return CheckpointInfo(step, Path(path), read_meta(Path(path)))
+
+    def _choose(self, load_step: int) -> tuple[int, str] | Exception | None:
+        if load_step >= 0:
+            path = self.folder / f"step-{load_step}"
+            reason = check_complete(path)
+            if reason is not None:
+                available = [s for s, p in self.step_folders() if check_complete(p) is None]
+                return FileNotFoundError(
+                    f"checkpoint.load_step={load_step}: {path} is not a usable checkpoint ({reason}); "
+                    f"complete checkpoints: {available}"
+                )
+            return load_step, str(path)
+        for step, path in reversed(self.step_folders()):
+            reason = check_complete(path)
+            if reason is None:
+                return step, str(path)
+            logger.warning(f"skipping checkpoint {path}: {reason}; falling back to an older one")
+        return None
+
+    # ------------------------------------------------------------------------------------------ save
+    def save(self, step: int, state: dict[str, Any], meta: dict) -> None:
+        """Write ``state`` as ``step-<step>``; ``meta`` (JSON) goes into the completion marker."""
+        self.wait()
+        tmp = self.folder / f"step-{step}.tmp"
+        flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items()}
+        if self.cfg.async_mode == "async":
+            future = dcp.async_save(flat, checkpoint_id=str(tmp), process_group=self._async_group)
+            self._pending = (future, step, tmp, meta)
+            logger.info(f"checkpoint step-{step}: saving in the background")
+        else:
+            dcp.save(flat, checkpoint_id=str(tmp))
+            self._finalize(step, tmp, meta)
+
+    def wait(self) -> None:
+        """Block until a background save is finished and published."""
+        if self._pending is None:
+            return
+        future, step, tmp, meta = self._pending
+        self._pending = None
+        future.result()
+        self._finalize(step, tmp, meta)
+
+    def _finalize(self, step: int, tmp: Path, meta: dict) -> None:
+        # DCP's coordinator writes .metadata only after every rank's shards are written, so once
+        # rank 0 is here the folder holds the whole checkpoint.
+        if _rank() == 0:
+            final = self.folder / f"step-{step}"
+            marker = {"step": step, **meta, "files": _file_sizes(tmp)}
+            with open(tmp / MARKER, "w") as f:
+                json.dump(marker, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            if final.exists():  # re-saving a step after a crash and replay
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            logger.info(f"checkpoint saved: {final}")
+            self._purge()
+        _barrier()
+
+    def _purge(self) -> None:
+        """Delete complete checkpoints beyond the newest ``keep_latest_k``; stage-final ones stay."""
+        k = self.cfg.keep_latest_k
+        if k <= 0:
+            return
+        candidates = [
+            p for _, p in self.step_folders() if check_complete(p) is None and not read_meta(p).get("stage_final")
+        ]
+        for path in candidates[:-k]:
+            logger.info(f"deleting old checkpoint {path} (keep_latest_k={k})")
+            shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------------------ load
+    @staticmethod
+    def load(path: Path, state: dict[str, Any]) -> None:
+        """Load ``state``'s keys from the checkpoint at ``path`` into the objects of ``state``."""
+        flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items()}
+        dcp.load(flat, checkpoint_id=str(path))
+        for key, obj in state.items():
+            if hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(flat[key])
+            elif isinstance(obj, dict):
+                obj.update(flat[key])
+
+    def close(self) -> None:
+        self.wait()
+        if self._async_group is not None:
+            dist.destroy_process_group(self._async_group)
+            self._async_group = None

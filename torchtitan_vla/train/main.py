@@ -1,0 +1,37 @@
+"""``run(loaded, stages) -> exit code``: what ``train.py`` calls after parsing the configuration.
+
+Exit codes: 0 done or preempted (state saved, requeue the job), 1 stopped by the non-finite guard,
+2 a configuration or path problem (one ``error:`` line on stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from torchtitan_vla.config import ConfigError, LoadedConfig, ResolvedStage
+from torchtitan_vla.utils import distributed as dist_utils
+from torchtitan_vla.utils.logging import init_logging, logger
+
+from .spec import TrainSpec, default_spec
+from .trainer import NonFiniteLossError, Preempted, Trainer
+
+
+def run(loaded: LoadedConfig, stages: list[ResolvedStage], spec: TrainSpec | None = None) -> int:
+    init_logging(loaded.config.job.log_all_ranks)
+    trainer = None
+    try:
+        trainer = Trainer(loaded, stages, spec or default_spec())
+        trainer.run()
+        return 0
+    except Preempted:
+        return 0
+    except NonFiniteLossError as e:
+        logger.error(f"training stopped: {e}")
+        return 1
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if trainer is not None:
+            trainer.close()
+        dist_utils.destroy_distributed()
