@@ -1,0 +1,96 @@
+"""Attention structure of the VLA: what may see what (pi0 masks), in both fusions."""
+
+import pytest
+import torch
+from ae_helpers import make_batch, single_thread, tiny_vla  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+FUSIONS = ["joint", "late"]
+
+
+def _run(vla, batch, x_t, t):
+    robot = vla._robot_inputs(batch, need_actions=False)
+    return vla.predict_velocity(vla._prefix(batch), robot["state"], x_t, t)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_suffix_changes_no_prefix_hidden_state(fusion):
+    vla = tiny_vla(fusion=fusion)
+    batch = make_batch(vla)
+    x_t = torch.randn(2, 4, 6)
+    t = torch.tensor([0.3, 0.8])
+    hidden, velocity = _run(vla, batch, x_t, t)
+    other = dict(batch, state=torch.randn_like(batch["state"]))
+    hidden2, velocity2 = _run(vla, other, torch.randn_like(x_t), torch.tensor([0.9, 0.1]))
+    assert torch.equal(hidden, hidden2)
+    assert not torch.allclose(velocity, velocity2)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_action_chunk_is_bidirectional(fusion):
+    vla = tiny_vla(fusion=fusion)
+    batch = make_batch(vla)
+    x_t = torch.randn(2, 4, 6)
+    t = torch.tensor([0.5, 0.5])
+    _, velocity = _run(vla, batch, x_t, t)
+    changed = x_t.clone()
+    changed[:, -1] += 1.0  # the LAST action token: earlier tokens see it only with bidirectional attention
+    _, velocity2 = _run(vla, batch, changed, t)
+    for step in range(3):
+        assert not torch.allclose(velocity[:, step], velocity2[:, step])
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_padding_tokens_are_invisible(fusion):
+    vla = tiny_vla(fusion=fusion)
+    batch = make_batch(vla, padding=(0, 2))
+    x_t = torch.randn(2, 4, 6)
+    t = torch.tensor([0.5, 0.5])
+    hidden, velocity = _run(vla, batch, x_t, t)
+    ids = batch["input_ids"].clone()
+    ids[~batch["attention_mask"]] = 77
+    hidden2, velocity2 = _run(vla, dict(batch, input_ids=ids), x_t, t)
+    valid = batch["attention_mask"]
+    torch.testing.assert_close(hidden[valid], hidden2[valid], rtol=0, atol=1e-6)
+    torch.testing.assert_close(velocity, velocity2, rtol=0, atol=1e-6)
+
+
+def test_prefix_attention_causal_or_bidirectional():
+    changed_last_token = {}
+    for mode in ("causal", "bidirectional"):
+        vla = tiny_vla(prefix_attention=mode)
+        batch = make_batch(vla, padding=(0,))
+        x_t, t = torch.randn(2, 4, 6), torch.tensor([0.5, 0.5])
+        hidden, _ = _run(vla, batch, x_t, t)
+        ids = batch["input_ids"].clone()
+        ids[:, -1] = (ids[:, -1] + 1) % 900
+        hidden2, _ = _run(vla, dict(batch, input_ids=ids), x_t, t)
+        changed_last_token[mode] = not torch.allclose(hidden[:, 0], hidden2[:, 0])
+    assert changed_last_token == {"causal": False, "bidirectional": True}
+
+
+def test_suffix_positions_continue_after_the_prefix():
+    vla = tiny_vla()
+    batch = make_batch(vla, padding=(0, 2))
+    prefix = vla._prefix(batch)
+    pos, valid = batch["position_ids"], batch["attention_mask"]
+    for b in range(2):
+        assert prefix.next_position[b] == pos[:, b][:, valid[b]].max() + 1
+    inputs = vla._expert_inputs(prefix.valid, prefix.next_position, 5, None)
+    expected = (prefix.next_position[:, None] + torch.arange(5)).expand(3, -1, -1)
+    cos, _ = vla.vlm.rotary(expected)
+    torch.testing.assert_close(inputs.cos, cos)
+
+
+def test_joint_vla_keeps_the_vlm_forward():
+    """The joint layers still run as plain decoder layers: Qwen3VLModel.forward gives the VLA's text loss."""
+    vla = tiny_vla()
+    batch = make_batch(vla)
+    logits = vla.vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["image_grid_thw"],
+                     position_ids=batch["position_ids"])
+    labels = batch["labels"]
+    expected = torch.nn.functional.cross_entropy(logits[labels != -100], labels[labels != -100], reduction="sum")
+    out = vla({k: v for k, v in batch.items() if k != "has_actions"} | {"has_actions": torch.zeros(2, dtype=torch.bool)})
+    torch.testing.assert_close(out["text_loss_sum"], expected)
+    assert out["action_elements"] == 0

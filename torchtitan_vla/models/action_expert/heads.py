@@ -1,0 +1,84 @@
+"""The expert's input and output projections: state token, action tokens, time conditioning, velocity."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .flow import time_embedding
+
+
+class ActionHeads(nn.Module):
+    """Turns (state, x_t, t) into expert tokens and expert outputs into velocities.
+
+    Time enters in one of two ways (``time_conditioning``):
+      * ``mlp`` (pi0): each action token is ``MLP([action_in_proj(x_t) | emb(t)])``;
+      * ``adarms`` (pi0.5): action tokens are ``action_in_proj(x_t)`` and ``silu(time MLP(emb(t)))``
+        modulates the expert's norms.
+    ``time_token`` (late fusion) additionally produces one token from ``time MLP(emb(t))``.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        max_action_dim: int,
+        max_state_dim: int,
+        state_token: bool,
+        time_conditioning: str,
+        time_token: bool,
+        min_period: float,
+        max_period: float,
+    ):
+        super().__init__()
+        self.width = width
+        self.time_conditioning = time_conditioning
+        self.min_period = min_period
+        self.max_period = max_period
+        self.action_in_proj = nn.Linear(max_action_dim, width)
+        self.action_out_proj = nn.Linear(width, max_action_dim)
+        self.state_proj = nn.Linear(max_state_dim, width) if state_token else None
+        if time_conditioning == "mlp":
+            self.action_time_mlp_in = nn.Linear(2 * width, width)
+            self.action_time_mlp_out = nn.Linear(width, width)
+        if time_conditioning == "adarms" or time_token:
+            self.time_mlp_in = nn.Linear(width, width)
+            self.time_mlp_out = nn.Linear(width, width)
+        self.time_token = time_token
+
+    @property
+    def num_condition_tokens(self) -> int:
+        """Tokens placed before the actions: [time] (late fusion) and [state] (continuous state)."""
+        return int(self.time_token) + int(self.state_proj is not None)
+
+    def forward(
+        self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (suffix tokens (B, num_condition_tokens + H, W), adaRMS condition (B, W) or None)."""
+        dtype = self.action_in_proj.weight.dtype
+        emb = time_embedding(t, self.width, self.min_period, self.max_period).to(dtype)
+        actions = self.action_in_proj(x_t.to(dtype))
+        tokens = []
+        cond = None
+        if self.time_token or self.time_conditioning == "adarms":
+            time_features = self.time_mlp_out(F.silu(self.time_mlp_in(emb)))
+            if self.time_token:
+                tokens.append(time_features[:, None, :])
+            if self.time_conditioning == "adarms":
+                cond = F.silu(time_features)
+        if self.state_proj is not None:
+            tokens.append(self.state_proj(state.to(dtype))[:, None, :])
+        if self.time_conditioning == "mlp":
+            mixed = torch.cat([actions, emb[:, None, :].expand_as(actions)], dim=-1)
+            actions = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(mixed)))
+        tokens.append(actions)
+        return torch.cat(tokens, dim=1), cond
+
+    def velocity(self, action_hidden: torch.Tensor) -> torch.Tensor:
+        """Final-normed hidden states of the H action tokens -> velocities (B, H, max_action_dim) fp32."""
+        return self.action_out_proj(action_hidden).float()
+
+    def init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
