@@ -28,7 +28,9 @@ class Checkpoint:
     folder (see ``initial_load_format``) to initialise the model from."""
 
     initial_load_format: str = "dcp"
-    """Format of ``initial_load_path``: ``dcp`` or ``hf``."""
+    """Format of ``initial_load_path``: ``dcp`` or ``hf`` (a Hugging Face Qwen3-VL folder: its safetensors
+    fill the VLM part, the expert keeps its fresh init; the architecture still comes from
+    ``model.hf_assets_path``/``model.flavor`` and must match, a mismatched tensor is an error naming it)."""
 
     initial_load_model_only: bool = True
     """Load only the model weights from ``initial_load_path`` (not optimizer, data or step)."""

@@ -6,14 +6,21 @@ from dataclasses import dataclass, field
 @dataclass
 class Model:
     flavor: str = "debug"
-    """Qwen3-VL size: debug (tiny, CPU), 2B, 4B, 8B, 32B, 30B-A3B or 235B-A22B."""
+    """Qwen3-VL size: debug (tiny, CPU), 2B, 4B, 8B, 32B, 30B-A3B or 235B-A22B. Ignored when
+    ``hf_assets_path`` holds a ``config.json``: the architecture then comes from that file."""
 
     hf_assets_path: str = ""
     """Local folder of a Hugging Face Qwen3-VL checkpoint (config.json, *.safetensors, tokenizer.json).
-    Empty: the flavor's architecture with freshly initialised weights."""
+    Its ``config.json``, when present, defines the architecture (``flavor`` is then ignored) and its
+    ``tokenizer.json`` is the tokenizer unless ``tokenizer_path`` is set. Empty: the flavor's
+    architecture."""
 
     load_hf_weights: bool = False
-    """Initialise the VLM from the safetensors in ``hf_assets_path`` (model weights only)."""
+    """Initialise the VLM from the safetensors in ``hf_assets_path`` (model weights only) when the run
+    has no checkpoint yet: the model is built on meta from ``config.json``, parallelized and
+    materialised (the expert keeps its fresh init), then every rank reads only its shard of each tensor.
+    A missing folder, ``config.json`` or safetensors is an error; excludes
+    ``checkpoint.initial_load_path``."""
 
     tokenizer_path: str = ""
     """Path of a ``tokenizer.json``. Empty: ``<hf_assets_path>/tokenizer.json``."""

@@ -34,7 +34,8 @@ class TrainSpec:
     """AC, compile and FSDP, applied on the meta-device model."""
 
     load_hf_weights: Callable[[nn.Module, str], None] | None = None
-    """(model, HF folder) -> None: load the VLM part from Hugging Face safetensors (model only)."""
+    """(model, HF folder) -> None: load the VLM part from Hugging Face safetensors (model only) into the
+    parallelized, materialised model (``model.load_hf_weights`` and ``checkpoint.initial_load_format = "hf"``)."""
 
     export_hf: Callable[[nn.Module, JobConfig, Path], None] | None = None
     """(model, config, folder) -> None: write the VLM part in Hugging Face format (every rank calls it)."""
@@ -107,11 +108,19 @@ def _export_hf(model: nn.Module, cfg: JobConfig, folder: Path) -> None:
     dist_utils.barrier()
 
 
+def _load_hf_weights(model: nn.Module, folder: str) -> None:
+    from torchtitan_vla.parallel.weights import load_vla_hf_weights
+
+    # Per-rank slices: no rank ever holds the full VLM.
+    load_vla_hf_weights(model, folder, per_rank=True)
+
+
 def default_spec() -> TrainSpec:
     return TrainSpec(
         build_tokenizer=_build_tokenizer,
         build_model=_build_model,
         build_dataloader=_build_dataloader,
+        load_hf_weights=_load_hf_weights,
         export_hf=_export_hf,
         tokenizer_file=_tokenizer_path,
     )

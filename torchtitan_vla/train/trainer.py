@@ -77,6 +77,8 @@ class Trainer:
         if cfg.job.deterministic:
             torch.use_deterministic_algorithms(True)
 
+        if cfg.model.load_hf_weights:
+            _hf_folder(cfg.model.hf_assets_path, "model.hf_assets_path")
         torch.manual_seed(cfg.job.seed)
         self.tokenizer = spec.build_tokenizer(cfg)
         with torch.device("meta"):
@@ -86,10 +88,8 @@ class Trainer:
         spec.parallelize(self.model, self.parallel_dims, cfg)
         init_weights(self.model, self.device)
         self.model.train()
-        if self.parallel_dims.dp_world_size > 1 and hasattr(self.model, "skip_idle_expert"):
-            # Ranks whose micro-batch has no robot sample must still run the expert: FSDP's
-            # collectives need every rank to run the same modules.
-            self.model.skip_idle_expert = False
+        if self.parallel_dims.dp_world_size > 1:
+            run_idle_components(self.model)
 
         self.checkpointer = CheckpointManager(self.run_folder / cfg.checkpoint.folder, cfg.checkpoint)
         self.metrics = MetricsLogger(
@@ -149,7 +149,16 @@ class Trainer:
 
     def _initial_load(self) -> None:
         """No checkpoint in the run folder: optionally initialise the model from elsewhere."""
-        ck = self.base_cfg.checkpoint
+        ck, model_cfg = self.base_cfg.checkpoint, self.base_cfg.model
+        if model_cfg.load_hf_weights:
+            if ck.initial_load_path:
+                raise ConfigError(
+                    "model.load_hf_weights and checkpoint.initial_load_path both name initial weights; "
+                    "set only one"
+                )
+            self._load_hf(_hf_folder(model_cfg.hf_assets_path, "model.hf_assets_path"))
+            logger.info(f"VLM initialised from the Hugging Face weights in {model_cfg.hf_assets_path}")
+            return
         if not ck.initial_load_path:
             return
         if not ck.initial_load_model_only:
@@ -159,11 +168,7 @@ class Trainer:
             )
         path = Path(ck.initial_load_path)
         if ck.initial_load_format == "hf":
-            if self.spec.load_hf_weights is None:
-                raise ConfigError("checkpoint.initial_load_format='hf' is not supported by this model")
-            if not path.is_dir():
-                raise FileNotFoundError(f"checkpoint.initial_load_path: no folder {path}")
-            self.spec.load_hf_weights(self.model, str(path))
+            self._load_hf(_hf_folder(ck.initial_load_path, "checkpoint.initial_load_path"))
         elif ck.initial_load_format == "dcp":
             reason = check_complete(path)
             if reason is not None:
@@ -172,6 +177,12 @@ class Trainer:
         else:
             raise ConfigError(f"checkpoint.initial_load_format must be 'dcp' or 'hf', got {ck.initial_load_format!r}")
         logger.info(f"model initialised from {path} ({ck.initial_load_format}, model only)")
+
+    def _load_hf(self, folder: Path) -> None:
+        """The VLM part from HF safetensors into the materialised (sharded) model; the rest keeps its init."""
+        if self.spec.load_hf_weights is None:
+            raise ConfigError("loading Hugging Face weights is not supported by this model")
+        self.spec.load_hf_weights(self.model, str(folder))
 
     # ========================================================================================== stage
     def _run_stage(self, plan: StagePlan, resume: CheckpointInfo | None) -> None:
@@ -480,6 +491,29 @@ class Trainer:
         if step not in self.base_cfg.metrics.profile_steps:
             return nullcontext()
         return _StepProfiler(self.run_folder / "profile", step, self.rank)
+
+
+def _hf_folder(path: str, key: str) -> Path:
+    """The HF checkpoint folder named by config ``key``; config.json and safetensors are checked by the loaders."""
+    if not path:
+        raise ConfigError(f"{key} must name a local Hugging Face Qwen3-VL folder")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{key}: no folder {path}")
+    return Path(path)
+
+
+IDLE_SKIP_FLAGS = ("skip_idle_expert", "skip_idle_vision")
+
+
+def run_idle_components(model: nn.Module) -> None:
+    """Make every component run on every micro-batch, even one that has no work for it (a web-only batch
+    for the expert, a text-only one for the vision encoder): FSDP all-gathers and reduce-scatters a
+    unit's parameters only on ranks that run it, so ranks that skipped a unit would deadlock the others.
+    The idle component's output is weighted by exactly zero, so losses and gradients do not change."""
+    for module in model.modules():
+        for flag in IDLE_SKIP_FLAGS:
+            if hasattr(module, flag):
+                setattr(module, flag, False)
 
 
 class _StepProfiler:

@@ -32,6 +32,11 @@ class Qwen3VLModel(nn.Module):
         self.norm = RMSNorm(t.dim, t.rms_norm_eps)
         self.lm_head = nn.Linear(t.dim, t.vocab_size, bias=False)
         self.tie_weights()
+        self.skip_idle_vision = True
+        """Skip the vision encoder when a batch has no image or video. Data-parallel training must set this
+        False: FSDP gathers the encoder's parameters only on ranks that run it, so ranks whose
+        micro-batch has no pixels (text-only documents) run it on a dummy frame whose output is added
+        times zero instead."""
 
     # ------------------------------------------------------------------ construction
     def tie_weights(self) -> None:
@@ -70,34 +75,55 @@ class Qwen3VLModel(nn.Module):
 
         Returns h (B, S, D), visual_mask (B, S) bool (image or video placeholder), and the DeepStack
         features: one (n_visual, D) tensor per level, rows in sequence order of the visual positions.
+        Images and videos go through the vision encoder in one call (it attends within each frame, so
+        batching them changes nothing), so every forward runs the encoder at most once.
         """
         h = self.tok_embeddings(input_ids)
-        masks, deepstacks = [], []
-        for name, token_id, pixels, grid in (
+        masks, pixels, grids, counts = [], [], [], []
+        for name, token_id, values, grid in (
             ("image", self.args.image_token_id, pixel_values, image_grid_thw),
             ("video", self.args.video_token_id, pixel_values_videos, video_grid_thw),
         ):
             slots = input_ids == token_id
             n_slots = int(slots.sum())
-            if pixels is None:
+            if values is None:
                 if n_slots:
                     raise ValueError(f"the prompt has {n_slots} {name} placeholder tokens but no {name} pixels")
                 continue
             if grid is None:
                 raise ValueError(f"{name} pixel values were given without their grid_thw")
-            features, deepstack = self.vision_encoder(pixels, grid)
-            if features.shape[0] != n_slots:
+            n_features = int(grid.prod(dim=-1).sum()) // self.args.vision.spatial_merge_size**2
+            if n_features != n_slots:
                 raise ValueError(
                     f"the prompt has {n_slots} {name} placeholder tokens (id {token_id}) but the {name}s give "
-                    f"{features.shape[0]} features (grid_thw {grid.tolist()}: t*h*w/4 each)"
+                    f"{n_features} features (grid_thw {grid.tolist()}: t*h*w/4 each)"
                 )
-            h = h.masked_scatter(slots.unsqueeze(-1), features.to(h.dtype))
             masks.append(slots)
-            deepstacks.append(deepstack)
+            pixels.append(values)
+            grids.append(grid)
+            counts.append(n_features)
         visual_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-        for slots in masks:
+        if not pixels:
+            return (h if self.skip_idle_vision else h + self._idle_vision(h)), visual_mask, []
+        features, deepstack = self.vision_encoder(torch.cat(pixels), torch.cat(grids))
+        deepstacks: list[list[torch.Tensor]] = [[] for _ in masks]  # per modality, per level
+        for level in deepstack:
+            for rows, modality in zip(level.split(counts), deepstacks):
+                modality.append(rows)
+        for slots, rows in zip(masks, features.split(counts)):
+            h = h.masked_scatter(slots.unsqueeze(-1), rows.to(h.dtype))
             visual_mask |= slots
         return h, visual_mask, self._merge_deepstack(visual_mask, masks, deepstacks, h.dtype)
+
+    def _idle_vision(self, h: torch.Tensor) -> torch.Tensor:
+        """Zero, computed through the vision encoder on one minimal dummy frame: added to ``h``, it
+        changes nothing, and the encoder's parameters get exact zero gradients (see ``skip_idle_vision``)."""
+        merge = self.args.vision.spatial_merge_size
+        grid = torch.tensor([[1, merge, merge]], device=h.device)
+        dummy = torch.zeros(merge * merge, self.args.vision.patch_dim, device=h.device)
+        features, deepstack = self.vision_encoder(dummy, grid)
+        total = features.sum() + sum(level.sum() for level in deepstack)
+        return total.to(h.dtype) * 0.0
 
     @staticmethod
     def _merge_deepstack(visual_mask, masks, deepstacks, dtype) -> list[torch.Tensor]:
