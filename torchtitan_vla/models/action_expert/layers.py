@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from ..qwen3_vl.args import TextArgs
-from ..qwen3_vl.attention import attend
-from ..qwen3_vl.decoder import INIT_STD, Attention, DecoderLayer, FeedForward, RMSNorm
+from ..qwen3_vl.decoder import INIT_STD, Attention, DecoderLayer, FeedForward, PreNormBlock, RMSNorm
 from ..qwen3_vl.kv_cache import KVCache
 from .norms import AdaRMSNorm
 
@@ -39,7 +38,7 @@ class ExpertInputs:
     """Knowledge insulation: the expert reads a detached copy of the context keys/values."""
 
 
-class ExpertLayer(nn.Module):
+class ExpertLayer(PreNormBlock):
     """A Qwen3 block of the expert's width whose attention runs in the decoder's head space.
 
     Same parts as ``DecoderLayer`` (RMSNorm, GQA with QK-norm and RoPE, SwiGLU), own weights; with
@@ -78,18 +77,11 @@ class ExpertLayer(nn.Module):
         if context_kv is not None:
             keys = torch.cat([context_kv[0].to(k.dtype), k], dim=2)
             values = torch.cat([context_kv[1].to(v.dtype), v], dim=2)
-        o = attend(q, keys, values, mask, backend=self.attention.backend)
-        branch = self.attention.project_out(o.transpose(1, 2).flatten(2))
+        branch = self.attention.attend_and_project(q, keys, values, mask)
         x = x + (branch if gate is None else branch * gate)
         y, gate = self._norm(self.ffn_norm, x, cond)
         branch = self.feed_forward(y)
         return x + (branch if gate is None else branch * gate), k, v
-
-    def init_weights(self, std: float = INIT_STD) -> None:
-        self.attention_norm.init_weights()
-        self.ffn_norm.init_weights()
-        self.attention.init_weights(std)
-        self.feed_forward.init_weights(std)
 
 
 class JointLayer(DecoderLayer):
@@ -126,8 +118,7 @@ class JointLayer(DecoderLayer):
             k, v = kv_cache.keys[self.layer_id], kv_cache.values[self.layer_id]
         else:
             q, k, v = self.attention.project_qkv(self.attention_norm(x), cos, sin)
-            o = attend(q, k, v, mask, backend=self.attention.backend)
-            x = x + self.attention.project_out(o.transpose(1, 2).flatten(2))
+            x = x + self.attention.attend_and_project(q, k, v, mask)
             x = x + self.feed_forward(self.ffn_norm(x))
         if expert_inputs.insulate:
             k, v = k.detach(), v.detach()

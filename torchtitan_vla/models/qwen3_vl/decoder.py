@@ -64,6 +64,14 @@ class Attention(nn.Module):
         """o (B, S, H*hd) -> (B, S, D)."""
         return self.wo(o)
 
+    def attend_and_project(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool = False
+    ) -> torch.Tensor:
+        """``attend`` over projected heads (q (B, H, Sq, hd), k/v (B, KV, Sk, hd)), then ``project_out``:
+        -> (B, Sq, D). The step shared by this layer and the layers that mix in other keys/values."""
+        o = attend(q, k, v, mask, causal=causal, backend=self.backend)
+        return self.project_out(o.transpose(1, 2).flatten(2))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -76,8 +84,7 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_id, k, v)
         # mask=None: plain causal attention over the whole (uncached) sequence.
-        o = attend(q, k, v, mask, causal=mask is None, backend=self.backend)
-        return self.project_out(o.transpose(1, 2).flatten(2))
+        return self.attend_and_project(q, k, v, mask, causal=mask is None)
 
     def init_weights(self, std: float = INIT_STD) -> None:
         for linear in (self.wq, self.wk, self.wv, self.wo):
@@ -155,7 +162,18 @@ class MoE(nn.Module):
         self.experts.init_weights(std)
 
 
-class DecoderLayer(nn.Module):
+class PreNormBlock(nn.Module):
+    """Parts of a pre-norm block (``attention_norm``, ``attention``, ``ffn_norm``, ``feed_forward``, set by
+    the subclass) and their initialisation; the decoder layer and the action expert's layer share it."""
+
+    def init_weights(self, std: float = INIT_STD) -> None:
+        self.attention_norm.init_weights()
+        self.ffn_norm.init_weights()
+        self.attention.init_weights(std)
+        self.feed_forward.init_weights(std)
+
+
+class DecoderLayer(PreNormBlock):
     """Pre-norm block: ``x + attention(norm(x))``, then ``x + feed_forward(norm(x))``."""
 
     def __init__(self, args: TextArgs, layer_id: int, attention_backend: str = "sdpa"):
@@ -176,9 +194,3 @@ class DecoderLayer(nn.Module):
     ) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin, mask, kv_cache)
         return x + self.feed_forward(self.ffn_norm(x))
-
-    def init_weights(self, std: float = INIT_STD) -> None:
-        self.attention_norm.init_weights()
-        self.ffn_norm.init_weights()
-        self.attention.init_weights(std)
-        self.feed_forward.init_weights(std)

@@ -35,14 +35,13 @@ def generate(
         raise ValueError("generate needs left-padded prompts (the last column of attention_mask must be 1)")
     cache = KVCache(len(model.layers))
 
-    h, visual_mask, deepstack = model.embed_multimodal(
-        input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
-    )
+    # Positions are computed here (not inside hidden_states) because decoding continues from them.
     position_ids, _ = model.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw)
     position_ids = position_ids.to(device)
-    cos, sin = model.rotary(position_ids)
-    mask = None if attention_mask is None else causal_mask(padding)
-    h = model.run_layers(h, cos, sin, mask, visual_mask, deepstack, cache)
+    h = model.hidden_states(
+        input_ids, attention_mask, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw,
+        position_ids=position_ids, kv_cache=cache,
+    )
     next_position = position_ids.amax(dim=(0, 2)) + 1  # (B,)
 
     no_visual = torch.zeros(bsz, 1, dtype=torch.bool, device=device)

@@ -200,7 +200,8 @@ class Qwen3VLModel(nn.Module):
         doc_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Final-norm hidden states (B, S, D)."""
+        """Final-norm hidden states (B, S, D). ``attention_mask`` is the 0/1 padding mask; positions default
+        to ``get_rope_index`` over the non-padding tokens (restarting per ``doc_ids`` document)."""
         h, visual_mask, deepstack = self.embed_multimodal(
             input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
         )
@@ -212,21 +213,8 @@ class Qwen3VLModel(nn.Module):
             mask = causal_mask(attention_mask, doc_ids, device=h.device)
         return self.run_layers(h, cos, sin, mask, visual_mask, deepstack, kv_cache)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_grid_thw: torch.Tensor | None = None,
-        pixel_values_videos: torch.Tensor | None = None,
-        video_grid_thw: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        doc_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits (B, S, vocab). ``attention_mask`` is the 0/1 padding mask; positions default to
-        ``get_rope_index`` over the non-padding tokens (restarting per ``doc_ids`` document)."""
-        h = self.hidden_states(
-            input_ids, attention_mask, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw,
-            position_ids, doc_ids,
-        )
-        return self.lm_head(h)
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """Logits (B, S, vocab): the LM head over ``hidden_states`` (same arguments: ``input_ids``,
+        ``attention_mask``, ``pixel_values``, ``image_grid_thw``, ``pixel_values_videos``, ``video_grid_thw``,
+        ``position_ids``, ``doc_ids``, ``kv_cache``)."""
+        return self.lm_head(self.hidden_states(*args, **kwargs))

@@ -50,6 +50,34 @@ def _check_aspect_ratio(height: int, width: int) -> None:
         raise ValueError(f"aspect ratio of a {height}x{width} image exceeds {_MAX_ASPECT_RATIO}; crop or pad it first")
 
 
+def _fit_pixel_budget(
+    height: int,
+    width: int,
+    factor: int,
+    min_pixels: int,
+    max_pixels: int,
+    num_frames: int = 1,
+    rounded_frames: int = 1,
+) -> tuple[int, int]:
+    """Per-frame (height, width), multiples of ``factor``, whose clip area fits [min_pixels, max_pixels].
+
+    As in HF, the budget check counts ``rounded_frames`` (the frame count rounded to temporal patches) and
+    the rescale counts ``num_frames``; both are 1 for a still image.
+    """
+    # Python's round (banker's rounding on .5) is part of the spec: it decides sizes exactly as HF does.
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if rounded_frames * h_bar * w_bar > max_pixels:
+        beta = math.sqrt(num_frames * height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif rounded_frames * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (num_frames * height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
 def smart_resize(
     height: int,
     width: int,
@@ -59,18 +87,7 @@ def smart_resize(
 ) -> tuple[int, int]:
     """Target (height, width): multiples of ``factor``, area within [min_pixels, max_pixels], aspect kept."""
     _check_aspect_ratio(height, width)
-    # Python's round (banker's rounding on .5) is part of the spec: it decides sizes exactly as HF does.
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    return _fit_pixel_budget(height, width, factor, min_pixels, max_pixels)
 
 
 def smart_resize_video(
@@ -90,18 +107,8 @@ def smart_resize_video(
         scale = max(factor / height, factor / width)
         height, width = int(height * scale), int(width * scale)
     _check_aspect_ratio(height, width)
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
     t_bar = round(num_frames / temporal_factor) * temporal_factor
-    if t_bar * h_bar * w_bar > max_pixels:
-        beta = math.sqrt(num_frames * height * width / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif t_bar * h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (num_frames * height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    return _fit_pixel_budget(height, width, factor, min_pixels, max_pixels, num_frames, t_bar)
 
 
 def sample_frame_indices(
