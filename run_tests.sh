@@ -4,4 +4,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 bash scripts/bootstrap.sh dev
+# Meta-World renders offscreen with OSMesa on CPU; install it when we can (its tests skip without it).
+if ! ldconfig -p 2>/dev/null | grep -q libOSMesa && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "[run_tests] installing libosmesa6 for offscreen MuJoCo rendering"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null) \
+    || echo "[run_tests] could not install libosmesa6; the Meta-World tests will skip"
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -26,5 +26,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   pip_quiet "$venv/bin/python" -m pip install -q --upgrade pip
   pip_quiet "$venv/bin/python" -m pip install -q "$torch_spec"
   pip_quiet "$venv/bin/python" -m pip install -q -e "$here${extras:+[$extras]}"
+  if [ "$extras" = dev ]; then
+    # The real openpi client drives the policy-server tests. It declares numpy<2 but runs on numpy 2;
+    # --no-deps keeps pip from downgrading numpy (its needs are in the runtime deps and the dev extra).
+    pip_quiet "$venv/bin/python" -m pip install -q --no-deps "openpi-client==0.1.2"
+  fi
   echo "$want" > "$stamp"
 fi

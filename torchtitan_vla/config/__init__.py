@@ -5,6 +5,7 @@ from .job_config import JobConfig
 from .loader import (
     LoadedConfig,
     ResolvedStage,
+    config_from_dict,
     config_to_dict,
     load_config,
     load_toml,
@@ -17,6 +18,7 @@ __all__ = [
     "JobConfig",
     "LoadedConfig",
     "ResolvedStage",
+    "config_from_dict",
     "config_to_dict",
     "load_config",
     "load_toml",

@@ -45,3 +45,10 @@ class Eval:
 
     seed: int = 1234
     """Seed of the evaluation episodes (held out from the training episodes' seeds)."""
+
+    execute_steps: int = 4
+    """Actions of each predicted chunk executed before the policy is asked again (receding horizon)."""
+
+    baselines: bool = True
+    """Also score, on the same episodes, a scripted policy going to a random shape (chance level) and the
+    trained policy with its instruction removed."""

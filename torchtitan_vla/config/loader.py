@@ -303,6 +303,11 @@ def config_to_dict(cfg: Any) -> dict:
     return _to_plain(cfg)
 
 
+def config_from_dict(data: dict, source: str) -> JobConfig:
+    """A validated JobConfig from plain dicts (e.g. an exported ``config.json``); errors name ``source``."""
+    return _build_dataclass(JobConfig, data, "", source)
+
+
 @dataclass
 class LoadedConfig:
     """A validated configuration plus what is needed to resolve its stages."""

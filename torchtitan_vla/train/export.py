@@ -1,8 +1,12 @@
-"""Export of the trained policy for serving: ``model.safetensors`` + ``config.json`` + ``tokenizer.json``.
+"""Export of the trained policy for serving: ``model.safetensors`` + ``config.json`` + ``tokenizer.json``
++ ``vlm/config.json``.
 
 The format is the contract with ``torchtitan_vla.serve.Policy.from_export``: config.json is the
 resolved JobConfig (one key per section) plus ``camera_keys``, ``state_dim``, ``action_dim`` and
-``norm_stats`` of the robot data the policy was trained on.
+``norm_stats`` of the robot data the policy was trained on. ``vlm/config.json`` is the VLM's
+architecture in Hugging Face form, and the exported ``model.hf_assets_path`` points at it (relative to
+the export folder), so an export is self-contained: a run initialised from an HF folder serves on a
+machine that does not have that folder.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torchtitan_vla.utils import distributed as dist_utils
 from torchtitan_vla.utils.logging import logger
 
 EXPORT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+VLM_CONFIG_DIR = "vlm"  # the VLM architecture (HF config.json), relative to the export folder
 
 
 def _as_lists(stats: dict) -> dict:
@@ -83,6 +88,11 @@ def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file
         tmp.mkdir(parents=True)
         save_file(state, str(tmp / "model.safetensors"))
         config = {**config_to_dict(cfg), **policy_metadata(cfg)}
+        vlm = getattr(model, "vlm", None)
+        if vlm is not None:
+            (tmp / VLM_CONFIG_DIR).mkdir()
+            (tmp / VLM_CONFIG_DIR / "config.json").write_text(json.dumps(vlm.args.to_hf_config(), indent=1))
+            config["model"].update(hf_assets_path=VLM_CONFIG_DIR, load_hf_weights=False)
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         if tokenizer_file:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")

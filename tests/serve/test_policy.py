@@ -1,0 +1,70 @@
+"""Policy: normalize the observation in, sample, unnormalize the chunk out; broken exports are named."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from torchtitan_vla.serve.debug_policy import export_debug_policy
+from torchtitan_vla.serve.key_map import ObservationKeyMap
+from torchtitan_vla.serve.policy import Policy
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return export_debug_policy(tmp_path_factory.mktemp("export"), ["cam.top"], state_dim=3, action_dim=2)
+
+
+def test_infer_normalizes_state_and_unnormalizes_actions(export_dir):
+    policy = Policy.from_export(export_dir)
+    rng = np.random.default_rng(0)
+    obs = {"observation/image": rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+           "observation/state": np.array([1.0, -2.0, 0.5], np.float32), "prompt": "pick up the red cube"}
+    stats = json.loads((export_dir / "config.json").read_text())["norm_stats"]
+    batch = policy.make_batch(obs)
+    expected_state = (obs["observation/state"] - np.array(stats["state"]["mean"])) / (np.array(stats["state"]["std"]) + 1e-6)
+    np.testing.assert_allclose(batch["state"][0, :3].numpy(), expected_state, rtol=1e-5)
+    assert not batch["state"][0, 3:].any()  # zero-padded to max_state_dim
+
+    torch.manual_seed(0)
+    actions = policy.infer(obs)["actions"]
+    torch.manual_seed(0)
+    raw = policy.model.sample_actions(batch, num_steps=policy.num_steps)[0, :, :2].detach().numpy()
+    expected = raw * (np.array(stats["action"]["std"]) + 1e-6) + np.array(stats["action"]["mean"])
+    assert actions.shape == (4, 2) and actions.dtype == np.float32
+    np.testing.assert_allclose(actions, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_broken_exports_are_named(export_dir, tmp_path):
+    broken = tmp_path / "no_weights"
+    shutil.copytree(export_dir, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        Policy.from_export(broken)
+
+    no_stats = tmp_path / "no_stats"
+    shutil.copytree(export_dir, no_stats)
+    config = json.loads((no_stats / "config.json").read_text())
+    del config["norm_stats"]
+    (no_stats / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['norm_stats'\]"):
+        Policy.from_export(no_stats)
+
+
+def test_key_map_must_feed_every_camera(export_dir):
+    with pytest.raises(ValueError, match=r"cameras without a client key \['cam.top'\]"):
+        Policy.from_export(export_dir, key_map=ObservationKeyMap(images={"observation/image": "cam.side"}))
+
+
+def test_export_carries_its_architecture_and_loads_from_anywhere(export_dir, tmp_path):
+    """An export names no folder outside itself: moved elsewhere, it still builds and loads."""
+    config = json.loads((export_dir / "config.json").read_text())
+    assert config["model"]["hf_assets_path"] == "vlm" and not config["model"]["load_hf_weights"]
+    assert json.loads((export_dir / "vlm" / "config.json").read_text())["model_type"] == "qwen3_vl"
+    moved = tmp_path / "elsewhere" / "policy"
+    shutil.copytree(export_dir, moved)
+    original, relocated = Policy.from_export(export_dir), Policy.from_export(moved)
+    for (name, a), (_, b) in zip(original.model.state_dict().items(), relocated.model.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -1,0 +1,1 @@
+"""Evaluation: closed-loop success in simulators (``closed_loop``: the toy world; ``metaworld``)."""

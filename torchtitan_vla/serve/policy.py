@@ -1,0 +1,194 @@
+"""An exported VLA as a policy: one raw observation in, one unnormalized action chunk out.
+
+The export folder (written by the trainer at the end of a job):
+
+* ``model.safetensors``: the VLA's state dict;
+* ``config.json``: the resolved JobConfig as a dict (one key per section) plus ``camera_keys`` (the
+  dataset cameras, in prompt order), ``state_dim``, ``action_dim`` (the robot's real widths) and
+  ``norm_stats`` = ``{"mode": "mean_std" | "quantile" | "none", "state": {mean, std, q01, q99, ...},
+  "action": {...}}`` (the statistics the training data was normalized with);
+* ``tokenizer.json``.
+
+Observation -> batch goes through the data pipeline's own pieces (prompt rendering, image resizing and
+patching, normalization, collation), so serving sees exactly what training saw.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchtitan_vla.config import JobConfig, config_from_dict
+from torchtitan_vla.data.normalize import Normalizer, discretize_state, pad_last
+from torchtitan_vla.data.prompts import PromptBuilder
+from torchtitan_vla.data.sample import Collator
+from torchtitan_vla.models.qwen3_vl.tokenizer import Tokenizer
+from torchtitan_vla.models.vla import VLA
+
+from .key_map import ObservationKeyMap
+
+EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+_EXPORT_EXTRA_KEYS = ("camera_keys", "state_dim", "action_dim", "norm_stats")
+
+
+def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
+    """The JobConfig and the serving extras (``camera_keys``, ``state_dim``, ``action_dim``, ``norm_stats``)
+    of an export folder; a missing file or key is an error that names it."""
+    folder = Path(folder)
+    for name in EXPORT_FILES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"exported policy folder {folder} lacks {name} (expected {', '.join(EXPORT_FILES)})")
+    path = folder / "config.json"
+    with open(path) as f:
+        raw = json.load(f)
+    missing = [k for k in _EXPORT_EXTRA_KEYS if k not in raw]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}")
+    sections = {f.name for f in fields(JobConfig)}
+    cfg = config_from_dict({k: v for k, v in raw.items() if k in sections}, str(path))
+    extras = {k: raw[k] for k in _EXPORT_EXTRA_KEYS}
+    if not extras["action_dim"] or not cfg.action_expert.enable:
+        raise ValueError(f"{path}: this export has no action expert or no robot data (a VLM-only stage?); "
+                         "nothing to serve")
+    for what in ("state", "action"):
+        if what not in extras["norm_stats"]:
+            raise ValueError(f"{path}: norm_stats lacks '{what}'")
+    return cfg, extras
+
+
+class Policy:
+    """``infer(obs) -> {"actions": float32 (H, action_dim), "policy_timing": {"infer_ms": ...}}``.
+
+    ``obs`` holds the client keys of ``key_map``: one uint8 image (H, W, 3) (or (3, H, W)) per camera, the
+    raw state vector and the prompt string. Usable in-process or behind ``PolicyServer``.
+    """
+
+    def __init__(self, model: VLA, tokenizer: Tokenizer, cfg: JobConfig, extras: dict[str, Any],
+                 key_map: ObservationKeyMap | None = None, device: str | torch.device = "cpu",
+                 num_steps: int | None = None):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.camera_keys: list[str] = list(extras["camera_keys"])
+        self.state_dim = int(extras["state_dim"])
+        self.action_dim = int(extras["action_dim"])
+        expert = cfg.action_expert
+        self.horizon = expert.action_horizon
+        self.num_steps = num_steps or expert.num_inference_steps
+        stats = extras["norm_stats"]
+        mode = stats.get("mode", "mean_std")
+        self.state_norm = Normalizer(mode, _arrays(stats["state"]), "state")
+        self.action_norm = Normalizer(mode, _arrays(stats["action"]), "action")
+        self.key_map = key_map or ObservationKeyMap.default(self.camera_keys)
+        self.key_map.check_cameras(self.camera_keys)
+        self.prompts = PromptBuilder(tokenizer, cfg.data)
+        self.collate = Collator(tokenizer.pad_id, cfg.data.max_seq_len, self.horizon, expert.max_action_dim,
+                                expert.max_state_dim, num_sources=1, pad_to_max_seq_len=False)
+        self.dim_mask = np.arange(expert.max_action_dim) < self.action_dim
+        self.metadata: dict[str, Any] = {
+            "action_horizon": self.horizon,
+            "action_dim": self.action_dim,
+            "state_dim": self.state_dim,
+            "observation_keys": {"images": dict(self.key_map.images), "state": self.key_map.state,
+                                 "prompt": self.key_map.prompt},
+        }
+
+    @classmethod
+    def from_export(cls, folder: str | Path, device: str | torch.device = "cpu",
+                    key_map: ObservationKeyMap | None = None, num_steps: int | None = None) -> Policy:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg, extras = read_export_config(folder)
+        if cfg.model.hf_assets_path and not Path(cfg.model.hf_assets_path).is_absolute():
+            # The architecture travels with the export (train/export.py writes vlm/config.json).
+            cfg.model.hf_assets_path = str(folder / cfg.model.hf_assets_path)
+        tokenizer = Tokenizer.from_file(folder / "tokenizer.json")
+        with torch.device("meta"):
+            model = VLA.from_config(cfg.model, cfg.action_expert, tokenizer)
+        state = load_file(str(folder / "model.safetensors"), device=str(device))
+        model.to_empty(device=device)
+        # Non-persistent buffers (RoPE tables) are not in the file: initialise, then overwrite every weight.
+        model.init_weights(buffer_device=torch.device(device))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{folder / 'model.safetensors'} does not match the exported config: "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps)
+
+    # -- observation -> batch --
+    def _image(self, obs: dict[str, Any], client_key: str) -> np.ndarray:
+        if client_key not in obs:
+            raise ValueError(f"observation lacks image key '{client_key}' (got keys {sorted(obs)})")
+        image = np.asarray(obs[client_key])
+        if image.ndim == 3 and image.shape[0] == 3 and image.shape[-1] != 3:
+            image = image.transpose(1, 2, 0)  # openpi's ALOHA client sends CHW
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"observation '{client_key}' must be a uint8 (H, W, 3) image, "
+                             f"got {image.dtype} of shape {image.shape}")
+        return image
+
+    def _state(self, obs: dict[str, Any]) -> np.ndarray:
+        key = self.key_map.state
+        if key not in obs:
+            raise ValueError(f"observation lacks state key '{key}' (got keys {sorted(obs)})")
+        state = np.asarray(obs[key], dtype=np.float32).reshape(-1)
+        if state.shape != (self.state_dim,):
+            raise ValueError(f"observation '{key}' must have {self.state_dim} values, got shape {np.shape(obs[key])}")
+        if not np.isfinite(state).all():
+            raise ValueError(f"observation '{key}' contains NaN or inf")
+        return state
+
+    def _prompt(self, obs: dict[str, Any]) -> str:
+        key = self.key_map.prompt
+        prompt = obs.get(key)
+        if isinstance(prompt, bytes):
+            prompt = prompt.decode()
+        if not isinstance(prompt, str):
+            raise ValueError(f"observation lacks a '{key}' string (got {type(prompt).__name__})")
+        return prompt
+
+    def make_batch(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """The model's Batch (B = 1) for one raw observation."""
+        if not isinstance(obs, dict):
+            raise ValueError(f"an observation must be a dict, got {type(obs).__name__}")
+        by_camera = {cam: self._image(obs, key) for key, cam in self.key_map.images.items()}
+        size = (self.cfg.data.image_size, self.cfg.data.image_size)
+        images = [by_camera[cam] for cam in self.camera_keys]
+        state = self.state_norm(self._state(obs))
+        expert = self.cfg.action_expert
+        bins = discretize_state(state, expert.state_bins) if expert.state_mode == "discrete" else None
+        doc = self.prompts.robot(images, size, self._prompt(obs), bins)
+        sample = doc.to_sample(
+            0,
+            self.prompts.image_token_id,
+            state=pad_last(state, expert.max_state_dim, "state"),
+            actions=np.zeros((self.horizon, expert.max_action_dim), np.float32),
+            action_is_pad=np.zeros(self.horizon, bool),
+            action_dim_mask=self.dim_mask,
+        )
+        batch = self.collate([sample])
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        batch = self.make_batch(obs)
+        chunk = self.model.sample_actions(batch, num_steps=self.num_steps)
+        actions = chunk[0, :, : self.action_dim].float().cpu().numpy()
+        return {
+            "actions": self.action_norm.inverse(actions),
+            "policy_timing": {"infer_ms": (time.perf_counter() - start) * 1000},
+        }
+
+
+def _arrays(stats: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, np.float64) for k, v in stats.items()}
+
