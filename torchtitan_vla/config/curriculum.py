@@ -41,7 +41,7 @@ class Eval:
     """Simulator of the closed-loop evaluation: ``toyworld`` (the embedded debug world) or ``metaworld``."""
 
     max_episode_steps: int = 40
-    """Policy steps per evaluation episode before it counts as a failure."""
+    """Simulator steps per evaluation episode (the toy world scores where the agent is after the last one)."""
 
     seed: int = 1234
     """Seed of the evaluation episodes (held out from the training episodes' seeds)."""

@@ -1,0 +1,1 @@
+"""Simulated environments the debug curriculum trains and evaluates on."""

@@ -1,0 +1,217 @@
+"""Closed-loop evaluation in the toy world: run a policy on held-out scenes and count how often it reaches
+the named shape.
+
+A policy is any callable ``policy(obs) -> actions`` on a batch of observations::
+
+    obs = {"image": uint8 (N, S, S, 3), "state": float32 (N, 2), "instruction": list[str] (N)}
+    actions: (N, H, >= 2) array or tensor of world-unit deltas (only the first two dims are used)
+
+Each call returns an action chunk; the first ``execute_steps`` actions are executed before the policy is
+asked again (receding horizon), for ``max_steps`` steps. An episode succeeds when the agent is at the named
+shape at the end (see ``ToyWorld``).
+
+Two baselines put a policy's number in context: ``ScriptedPolicy(world, "random_shape")`` goes straight to
+a random shape, which is what a perfect instruction-blind policy can do (success ~ 1/num_shapes), and
+``without_instruction(policy)`` runs a trained policy with the instruction removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from torchtitan_vla.envs.toyworld.demos import expert_chunk
+from torchtitan_vla.envs.toyworld.render import draw_agent, render_table
+from torchtitan_vla.envs.toyworld.world import ToyWorld, WorldConfig
+
+Policy = Callable[[dict], "np.ndarray"]
+
+
+@dataclass
+class ClosedLoopResult:
+    episodes: int
+    """Episodes run."""
+
+    success_rate: float
+    """Fraction of episodes whose agent is at the named shape after ``max_steps`` steps."""
+
+    mean_steps: float
+    """Mean steps until the agent first reached the named shape, over the successful episodes (NaN: none)."""
+
+    mean_final_distance: float
+    """Mean distance from the agent to its target at the end (0 would be dead centre)."""
+
+    policy_calls: int
+    """Times the policy was queried (each query covers all unfinished episodes)."""
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def observe(world: ToyWorld, tables: list[np.ndarray]) -> dict:
+    """The observation of every episode of ``world``: image with the agent, state and instruction."""
+    images = np.stack([draw_agent(table, xy) for table, xy in zip(tables, world.positions)])
+    return {
+        "image": images,
+        "state": world.positions.copy(),
+        "instruction": [scene.instruction for scene in world.scenes],
+    }
+
+
+def _to_numpy(actions) -> np.ndarray:
+    if hasattr(actions, "detach"):  # a torch tensor; eval needs no torch import otherwise
+        actions = actions.detach().float().cpu().numpy()
+    return np.asarray(actions, dtype=np.float32)
+
+
+def run_closed_loop(policy: Policy, world: ToyWorld, max_steps: int = 40, execute_steps: int = 4) -> ClosedLoopResult:
+    """Run ``policy`` for ``max_steps`` steps on every episode of ``world`` (stepped in place) and score it."""
+    if max_steps < 1 or execute_steps < 1:
+        raise ValueError(f"max_steps ({max_steps}) and execute_steps ({execute_steps}) must be >= 1")
+    tables = [render_table(scene) for scene in world.scenes]
+    calls = 0
+    step = 0
+    while step < max_steps:
+        actions = _to_numpy(policy(observe(world, tables)))
+        calls += 1
+        if actions.ndim != 3 or actions.shape[0] != len(world) or actions.shape[2] < 2:
+            raise ValueError(f"policy returned actions of shape {tuple(actions.shape)}; expected ({len(world)}, H, >=2)")
+        for h in range(min(execute_steps, actions.shape[1], max_steps - step)):
+            world.step(actions[:, h, :2])
+            step += 1
+    success = world.success
+    return ClosedLoopResult(
+        episodes=len(world),
+        success_rate=float(success.mean()),
+        mean_steps=float(world.reached_step[success].mean()) if success.any() else float("nan"),
+        mean_final_distance=float(world.distances().mean()),
+        policy_calls=calls,
+    )
+
+
+class ScriptedPolicy:
+    """The expert with privileged access to the scenes of ``world``, heading for the instructed shape
+    (``mode="instructed"``, the demonstrator) or for one random shape per episode (``mode="random_shape"``,
+    the best any policy can do without reading the instruction)."""
+
+    def __init__(self, world: ToyWorld, mode: str = "instructed", horizon: int = 8, seed: int = 0):
+        if mode not in ("instructed", "random_shape"):
+            raise ValueError(f"ScriptedPolicy mode {mode!r}; expected 'instructed' or 'random_shape'")
+        rng = np.random.default_rng(seed)
+        if mode == "instructed":
+            self.targets = world.targets.copy()
+        else:
+            picks = [rng.integers(len(scene.shapes)) for scene in world.scenes]
+            self.targets = np.array([scene.shapes[i].xy for scene, i in zip(world.scenes, picks)], dtype=np.float32)
+        self.horizon = horizon
+        self.max_speed = world.config.max_speed
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        return expert_chunk(obs["state"], self.targets, self.horizon, self.max_speed)
+
+
+def from_inference_policy(
+    policy, image_key: str = "observation/image", state_key: str = "observation/state", prompt_key: str = "prompt"
+) -> Policy:
+    """A batched toy-world policy from an openpi-style one that answers ``infer(obs) -> {"actions": (H, A)}``
+    one observation at a time (``serve.Policy``, or a client of a policy server). The keys are the client
+    keys the policy expects (its key map); the defaults are ``serve``'s."""
+
+    def act(obs: dict) -> np.ndarray:
+        chunks = [
+            policy.infer({image_key: image, state_key: state, prompt_key: instruction})["actions"]
+            for image, state, instruction in zip(obs["image"], obs["state"], obs["instruction"])
+        ]
+        return np.stack(chunks)
+
+    return act
+
+
+def without_instruction(policy: Policy, placeholder: str = "") -> Policy:
+    """``policy`` with every instruction replaced by ``placeholder``: what it does from the image alone."""
+
+    def blind(obs: dict):
+        return policy({**obs, "instruction": [placeholder] * len(obs["instruction"])})
+
+    return blind
+
+
+def evaluate(
+    policy: Policy,
+    num_episodes: int = 50,
+    seed: int = 1234,
+    max_steps: int = 40,
+    execute_steps: int = 4,
+    config: WorldConfig | None = None,
+    baselines: bool = True,
+) -> dict[str, float]:
+    """Success of ``policy`` on ``num_episodes`` scenes drawn with ``seed``, and with ``baselines`` the same
+    scenes under the random-shape policy and under ``policy`` without its instruction.
+
+    Keys: ``success_rate``, ``mean_steps``, ... and, with baselines, ``random_shape/<key>`` and
+    ``no_instruction/<key>``.
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+
+    def score(make_policy: Callable[[ToyWorld], Policy]) -> ClosedLoopResult:
+        world = ToyWorld.from_seed(num_episodes, seed, config)  # every policy meets the same scenes
+        return run_closed_loop(make_policy(world), world, max_steps, execute_steps)
+
+    metrics = score(lambda world: policy).to_dict()
+    if baselines:
+        runs = {
+            "random_shape": score(lambda world: ScriptedPolicy(world, "random_shape", seed=seed)),
+            "no_instruction": score(lambda world: without_instruction(policy)),
+        }
+        for name, result in runs.items():
+            metrics.update({f"{name}/{key}": value for key, value in result.to_dict().items()})
+    return metrics
+
+
+def evaluate_export(folder: str, eval_cfg, device: str = "cpu") -> dict[str, float]:
+    """``evaluate`` the policy exported to ``folder`` (``serve.Policy.from_export``) with the settings of a
+    ``config.Eval`` section (episodes, seed, steps, execute_steps, baselines)."""
+    from torchtitan_vla.serve.policy import Policy as ExportedPolicy
+
+    if eval_cfg.env != "toyworld":
+        raise ValueError(f"eval.env = {eval_cfg.env!r}: this evaluator runs the toy world only")
+    policy = from_inference_policy(ExportedPolicy.from_export(folder, device=device))
+    return evaluate(policy, eval_cfg.closed_loop_episodes, eval_cfg.seed, eval_cfg.max_episode_steps,
+                    eval_cfg.execute_steps, baselines=eval_cfg.baselines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    from torchtitan_vla.config.curriculum import Eval
+
+    defaults = Eval()
+    parser = argparse.ArgumentParser(description="Closed-loop success of an exported policy in the toy world.")
+    parser.add_argument("--policy", help="exported policy folder; omit to score the scripted expert")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--max-steps", type=int, default=defaults.max_episode_steps)
+    parser.add_argument("--execute-steps", type=int, default=defaults.execute_steps)
+    parser.add_argument("--no-baselines", action="store_true", help="skip the random-shape and no-instruction runs")
+    parser.add_argument("--out", help="also write the metrics to this JSON file")
+    args = parser.parse_args(argv)
+    eval_cfg = Eval(closed_loop_episodes=args.episodes, seed=args.seed, max_episode_steps=args.max_steps,
+                    execute_steps=args.execute_steps, baselines=not args.no_baselines)
+    if args.policy:
+        metrics = evaluate_export(args.policy, eval_cfg)
+    else:
+        world = ToyWorld.from_seed(args.episodes, args.seed)
+        metrics = run_closed_loop(ScriptedPolicy(world), world, args.max_steps, args.execute_steps).to_dict()
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
