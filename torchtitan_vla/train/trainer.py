@@ -37,6 +37,7 @@ from .losses import COUNT_KEYS, LOSS_TERMS, batch_counts, check_counts, loss_sum
 from .lr_schedule import StageLRScheduler
 from .metrics import MetricsLogger, console_line, peak_memory
 from .optimizer import build_optimizer
+from .report import write_report
 from .signals import PreemptionHandler
 from .spec import TrainSpec, init_weights
 
@@ -131,6 +132,9 @@ class Trainer:
                 self._run_stage(self.plans[i], resume if i == start else None)
             self.checkpointer.wait()
             self._export()
+            if self.rank == 0:
+                write_report(self.plans[-1].stage.config, self.run_folder, self.run_folder / cfg.checkpoint.export_folder)
+            dist_utils.barrier()
         finally:
             gc.enable()
 
