@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from standin import StandIn, standin_batch
+from parallel_standin import StandIn, standin_batch
 
 from torchtitan_vla.config import JobConfig
 from torchtitan_vla.config.parallel import ActivationCheckpoint, Parallelism
