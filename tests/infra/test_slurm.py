@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from distributed_helper import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +28,7 @@ def test_sbatch_requests_requeue_and_a_preemption_signal():
     assert "launch.sh" in text
 
 
+@pytest.mark.distributed
 def test_fake_two_node_job_on_localhost_joins_both_ranks():
     env_common = {
         **os.environ,
