@@ -16,6 +16,25 @@ from .sample import Sample
 from .video import CorruptMediaError
 
 
+def robot_sample(prompts: PromptBuilder, images: list[np.ndarray], image_size: int, instruction: str,
+                 state: np.ndarray, actions: np.ndarray, action_is_pad: np.ndarray, action_dim_mask: np.ndarray,
+                 *, max_state_dim: int, max_action_dim: int, state_mode: str, state_bins: int,
+                 source_id: int = 0, what: str = "") -> Sample:
+    """The Sample of one robot observation: prompt (images + instruction, + binned state for pi0.5) and
+    the padded, already-normalized state and action chunk. Training and serving both build samples
+    here, so a served policy sees exactly the inputs it was trained on. ``what`` names the data in errors."""
+    bins = discretize_state(state, state_bins) if state_mode == "discrete" else None
+    doc = prompts.robot(images, (image_size, image_size), instruction, bins)
+    return doc.to_sample(
+        source_id,
+        prompts.image_token_id,
+        state=pad_last(state, max_state_dim, f"state{what}"),
+        actions=pad_last(actions, max_action_dim, f"action{what}"),
+        action_is_pad=action_is_pad,
+        action_dim_mask=action_dim_mask,
+    )
+
+
 class RobotSampleBuilder:
     """Turns (episode, frame) of a LeRobot dataset into a Sample (one prompt document, labels all -100)."""
 
@@ -63,15 +82,11 @@ class RobotSampleBuilder:
         images = [frames[cam] for cam in self.reader.camera_keys]
         if self.augment:
             images = [augment_image(im, rng, wrist=cam in self.wrist) for cam, im in zip(self.reader.camera_keys, images)]
-        bins = discretize_state(state_n, self.state_bins) if self.state_mode == "discrete" else None
-        doc = self.prompts.robot(images, size, self.instruction or ep.task, bins)
-        return doc.to_sample(
-            source_id,
-            self.prompts.image_token_id,
-            state=pad_last(state_n, self.max_state_dim, f"{self.reader.state_key} of {self.reader.root}"),
-            actions=pad_last(actions_n, self.max_action_dim, f"{self.reader.action_key} of {self.reader.root}"),
-            action_is_pad=is_pad,
-            action_dim_mask=self.dim_mask,
+        return robot_sample(
+            self.prompts, images, self.image_size, self.instruction or ep.task, state_n, actions_n, is_pad,
+            self.dim_mask, max_state_dim=self.max_state_dim, max_action_dim=self.max_action_dim,
+            state_mode=self.state_mode, state_bins=self.state_bins, source_id=source_id,
+            what=f" of {self.reader.root}",
         )
 
 

@@ -42,6 +42,12 @@ COMPONENTS = ("vision", "decoder", "expert")
 IGNORE_INDEX = -100
 
 
+def not_in_hf_checkpoint(vlm_key: str) -> bool:
+    """Keys of ``VLA.vlm`` that a Hugging Face Qwen3-VL checkpoint cannot hold: the expert half of the
+    joint layers and LoRA adapters (their merged weights are exported instead)."""
+    return ".expert." in f".{vlm_key}" or is_lora_parameter(vlm_key)
+
+
 @dataclass
 class Prefix:
     """The VLM's inputs for one batch, computed once and shared by all layers."""
@@ -239,7 +245,7 @@ class VLA(nn.Module):
         """The VLM's state dict in native ``Qwen3VLModel`` names, LoRA merged, expert entries left out."""
         state = {}
         for key, tensor in self.vlm.state_dict().items():
-            if ".expert." in key or is_lora_parameter(key):
+            if not_in_hf_checkpoint(key):
                 continue
             state[key] = tensor
         for name, module in self.vlm.named_modules():
@@ -257,7 +263,7 @@ class VLA(nn.Module):
         result = self.vlm.load_state_dict(state, strict=False)
         tied = self.vlm.args.text.tie_word_embeddings
         missing = [k for k in result.missing_keys
-                   if ".expert." not in k and not is_lora_parameter(k) and not (tied and k == "lm_head.weight")]
+                   if not not_in_hf_checkpoint(k) and not (tied and k == "lm_head.weight")]
         if missing or result.unexpected_keys:
             raise ValueError(
                 f"HF checkpoint does not fit the VLM: missing {missing}, unexpected {result.unexpected_keys}"

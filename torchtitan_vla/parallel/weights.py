@@ -44,7 +44,8 @@ def init_on_device(model: nn.Module, device: torch.device, buffer_device: torch.
     ``to_empty`` leaves uninitialised.
     """
     model.to_empty(device=device)
-    model.init_weights(buffer_device=buffer_device or device)
+    with torch.no_grad():
+        model.init_weights(buffer_device=buffer_device or device)
 
 
 def _rows(target: torch.Tensor) -> tuple[int, int] | None:
@@ -138,13 +139,6 @@ def load_hf_rank0(
     set_model_state_dict(module, state, options=options)
 
 
-def _vla_key_not_in_hf(key: str) -> bool:
-    """VLM keys an HF Qwen3-VL checkpoint cannot hold: the expert half of joint layers, LoRA adapters."""
-    from torchtitan_vla.models.lora import is_lora_parameter
-
-    return ".expert." in f".{key}" or is_lora_parameter(key)
-
-
 def load_vla_hf_weights(vla: nn.Module, hf_dir: str | Path, per_rank: bool = True) -> None:
     """Load HF Qwen3-VL safetensors into ``vla.vlm`` (sharded or not); the expert keeps its weights.
 
@@ -152,7 +146,8 @@ def load_vla_hf_weights(vla: nn.Module, hf_dir: str | Path, per_rank: bool = Tru
     trainer's ``TrainSpec.load_hf_weights(model, folder)``.
     """
     from torchtitan_vla.models.qwen3_vl.state_dict_adapter import Qwen3VLStateDictAdapter
+    from torchtitan_vla.models.vla import not_in_hf_checkpoint
 
     from_hf = Qwen3VLStateDictAdapter(vla.vlm.args).from_hf
     loader = load_hf_sharded if per_rank else load_hf_rank0
-    loader(vla.vlm, hf_dir, from_hf, strict=True, not_in_hf=_vla_key_not_in_hf)
+    loader(vla.vlm, hf_dir, from_hf, strict=True, not_in_hf=not_in_hf_checkpoint)

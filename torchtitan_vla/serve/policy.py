@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from torchtitan_vla.config import JobConfig, config_from_dict
-from torchtitan_vla.data.normalize import Normalizer, discretize_state, pad_last
+from torchtitan_vla.data.normalize import Normalizer
 from torchtitan_vla.data.prompts import PromptBuilder
+from torchtitan_vla.data.robot import robot_sample
 from torchtitan_vla.data.sample import Collator
 from torchtitan_vla.models.qwen3_vl.tokenizer import Tokenizer
 from torchtitan_vla.models.vla import VLA
@@ -160,19 +161,13 @@ class Policy:
         if not isinstance(obs, dict):
             raise ValueError(f"an observation must be a dict, got {type(obs).__name__}")
         by_camera = {cam: self._image(obs, key) for key, cam in self.key_map.images.items()}
-        size = (self.cfg.data.image_size, self.cfg.data.image_size)
-        images = [by_camera[cam] for cam in self.camera_keys]
-        state = self.state_norm(self._state(obs))
         expert = self.cfg.action_expert
-        bins = discretize_state(state, expert.state_bins) if expert.state_mode == "discrete" else None
-        doc = self.prompts.robot(images, size, self._prompt(obs), bins)
-        sample = doc.to_sample(
-            0,
-            self.prompts.image_token_id,
-            state=pad_last(state, expert.max_state_dim, "state"),
-            actions=np.zeros((self.horizon, expert.max_action_dim), np.float32),
-            action_is_pad=np.zeros(self.horizon, bool),
-            action_dim_mask=self.dim_mask,
+        sample = robot_sample(
+            self.prompts, [by_camera[cam] for cam in self.camera_keys], self.cfg.data.image_size,
+            self._prompt(obs), self.state_norm(self._state(obs)),
+            np.zeros((self.horizon, self.action_dim), np.float32), np.zeros(self.horizon, bool), self.dim_mask,
+            max_state_dim=expert.max_state_dim, max_action_dim=expert.max_action_dim,
+            state_mode=expert.state_mode, state_bins=expert.state_bins,
         )
         batch = self.collate([sample])
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -124,10 +124,3 @@ def default_spec() -> TrainSpec:
         export_hf=_export_hf,
         tokenizer_file=_tokenizer_path,
     )
-
-
-def init_weights(model: nn.Module, device: torch.device) -> None:
-    """Materialise a meta-device (possibly sharded) model on ``device`` with its initial weights."""
-    model.to_empty(device=device)
-    with torch.no_grad():
-        model.init_weights(buffer_device=device)

@@ -25,6 +25,7 @@ from torchtitan_vla.config import ConfigError, LoadedConfig, ResolvedStage, conf
 from torchtitan_vla.parallel.grad_norm import clip_grad_norm_
 from torchtitan_vla.parallel.loss import global_counts, normalize_loss
 from torchtitan_vla.parallel.parallel_dims import ParallelDims
+from torchtitan_vla.parallel.weights import init_on_device
 from torchtitan_vla.utils import distributed as dist_utils
 from torchtitan_vla.utils.logging import logger
 
@@ -39,7 +40,7 @@ from .metrics import MetricsLogger, console_line, peak_memory
 from .optimizer import build_optimizer
 from .report import write_report
 from .signals import PreemptionHandler
-from .spec import TrainSpec, init_weights
+from .spec import TrainSpec
 
 
 class Preempted(Exception):
@@ -87,7 +88,7 @@ class Trainer:
         self.components: dict[str, nn.Module] = self.model.components()
         check_components_cover(self.model, self.components)
         spec.parallelize(self.model, self.parallel_dims, cfg)
-        init_weights(self.model, self.device)
+        init_on_device(self.model, self.device)
         self.model.train()
         if self.parallel_dims.dp_world_size > 1:
             run_idle_components(self.model)
