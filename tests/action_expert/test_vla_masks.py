@@ -70,6 +70,20 @@ def test_prefix_attention_causal_or_bidirectional():
     assert changed_last_token == {"causal": False, "bidirectional": True}
 
 
+def test_bidirectional_prefix_keeps_web_samples_causal():
+    """In a mixed batch only robot samples see later prefix tokens; a web sample's text loss stays honest."""
+    vla = tiny_vla(prefix_attention="bidirectional")
+    batch = make_batch(vla, padding=(0,))
+    batch["has_actions"] = torch.tensor([True, False])
+    x_t, t = torch.randn(2, 4, 6), torch.tensor([0.5, 0.5])
+    hidden, _ = _run(vla, batch, x_t, t)
+    ids = batch["input_ids"].clone()
+    ids[:, -1] = (ids[:, -1] + 1) % 900
+    hidden2, _ = _run(vla, dict(batch, input_ids=ids), x_t, t)
+    assert not torch.allclose(hidden[0, 0], hidden2[0, 0])
+    torch.testing.assert_close(hidden[1, :-1], hidden2[1, :-1], rtol=0, atol=0)
+
+
 def test_suffix_positions_continue_after_the_prefix():
     vla = tiny_vla()
     batch = make_batch(vla, padding=(0, 2))

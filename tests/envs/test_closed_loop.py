@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from torchtitan_vla.envs.toyworld import ToyWorld
+from torchtitan_vla.envs.toyworld import ToyWorld, WorldConfig
 from torchtitan_vla.eval.closed_loop import ScriptedPolicy, evaluate, run_closed_loop, without_instruction
 
 
@@ -83,3 +83,21 @@ def test_evaluate_export_scores_an_exported_vla(tmp_path):
     assert 0.0 <= metrics["success_rate"] <= 1.0 and "no_instruction/success_rate" in metrics
     with pytest.raises(ValueError, match="toy world only"):
         evaluate_export(str(folder), Eval(closed_loop_episodes=2, env="metaworld"))
+
+
+def test_evaluation_uses_the_world_of_the_training_data(tmp_path, monkeypatch):
+    from torchtitan_vla.config.curriculum import Eval
+    from torchtitan_vla.envs.toyworld.generate import CAMERA_KEY, GenerateConfig, generate
+    from torchtitan_vla.eval import closed_loop
+    from torchtitan_vla.serve.debug_policy import export_debug_policy
+
+    world = WorldConfig(num_shapes=2, shared_attributes=True)
+    generate(str(tmp_path / "data"), GenerateConfig(episodes=2, captions=2, documents=2, world=world))
+    folder = export_debug_policy(tmp_path, [CAMERA_KEY], state_dim=2, action_dim=2, horizon=4, image_size=96)
+    seen = []
+    real_from_seed = closed_loop.ToyWorld.from_seed
+    monkeypatch.setattr(closed_loop.ToyWorld, "from_seed",
+                        lambda n, seed, config=None: seen.append(config) or real_from_seed(n, seed, config))
+    closed_loop.evaluate_export(str(folder), Eval(closed_loop_episodes=2, max_episode_steps=2,
+                                                  toyworld_data=str(tmp_path / "data")))
+    assert seen and all(config == world for config in seen)

@@ -8,8 +8,15 @@ from torchtitan_vla.data.lerobot import LeRobotReader
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.web import cc12m_document, decode_image, obelics_document, open_web_dataset
 from torchtitan_vla.envs.toyworld import demo_episode, sample_scene
-from torchtitan_vla.envs.toyworld.generate import CAMERA_KEY, GenerateConfig, episode_scene_seed, generate, main
-from torchtitan_vla.envs.toyworld.world import KINDS
+from torchtitan_vla.envs.toyworld.generate import (
+    CAMERA_KEY,
+    GenerateConfig,
+    episode_scene_seed,
+    generate,
+    main,
+    world_of,
+)
+from torchtitan_vla.envs.toyworld.world import KINDS, WorldConfig
 from torchtitan_vla.models.qwen3_vl.tokenizer import Tokenizer
 
 
@@ -95,3 +102,15 @@ def test_generation_is_deterministic_and_skips_when_present(toy_data, tmp_path):
 def test_cli_rejects_bad_counts(tmp_path):
     with pytest.raises(SystemExit, match="--episodes must be >= 1"):
         main(["--out", str(tmp_path), "--episodes", "0"])
+
+
+def test_the_data_records_its_world_for_the_evaluation(toy_data, tmp_path):
+    """world_of reads back the exact world the data came from, so evaluation tables match the training ones."""
+    out, config = toy_data
+    assert world_of(str(out)) == config.world
+    hard = GenerateConfig(seed=3, episodes=2, captions=2, documents=2,
+                          world=WorldConfig(num_shapes=4, shared_attributes=True))
+    assert generate(str(tmp_path / "hard"), hard)
+    assert world_of(str(tmp_path / "hard")) == hard.world
+    with pytest.raises(FileNotFoundError, match="toyworld.json is missing"):
+        world_of(str(tmp_path / "nothing"))

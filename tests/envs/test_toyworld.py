@@ -16,20 +16,27 @@ def test_same_seed_gives_same_scene_and_image():
     assert all(o != a for o in others)
 
 
-def test_scene_needs_both_instruction_and_image():
-    targets_cells = set()
+@pytest.mark.parametrize("shared_attributes", [False, True])
+def test_scene_needs_both_instruction_and_image(shared_attributes):
+    config = WorldConfig(shared_attributes=shared_attributes)
+    targets_cells, target_indices = set(), set()
     for i in range(50):
-        scene = sample_scene((1, i))
+        scene = sample_scene((1, i), config)
         target = scene.shapes[scene.target]
         others = [s for j, s in enumerate(scene.shapes) if j != scene.target]
         assert len({(s.color, s.kind) for s in scene.shapes}) == len(scene.shapes)
-        assert any(s.color == target.color for s in others), "colour alone must not identify the target"
-        assert any(s.kind == target.kind for s in others), "kind alone must not identify the target"
+        if shared_attributes:
+            assert any(s.color == target.color for s in others), "colour alone must not identify the target"
+            assert any(s.kind == target.kind for s in others), "kind alone must not identify the target"
+        else:
+            assert len({s.color for s in scene.shapes}) == len({s.kind for s in scene.shapes}) == len(scene.shapes)
         assert scene.instruction.endswith(f"the {target.color} {target.kind}")
         centers = np.array([s.xy for s in scene.shapes])
         assert np.linalg.norm(centers - np.array(scene.agent_start), axis=1).min() >= scene.config.min_start_distance
         targets_cells.add((target.row, target.col))
+        target_indices.add(scene.target)
     assert len(targets_cells) == 9, "the target's place varies, so the image is needed"
+    assert target_indices == {0, 1, 2}, "any of the shapes may be the target, so the instruction is needed"
 
 
 def test_renderer_draws_each_shape_with_its_colour_kind_and_place():
@@ -88,6 +95,9 @@ def test_bad_world_config_is_rejected():
         WorldConfig(num_shapes=10)
     with pytest.raises(ValueError, match="exceeds half a grid cell"):
         WorldConfig(shape_half_size=0.4)
+    with pytest.raises(ValueError, match="needs as many colours"):
+        WorldConfig(num_shapes=4)
+    WorldConfig(num_shapes=4, shared_attributes=True)
 
 
 def test_demo_reaches_target_and_matches_expert_chunks():

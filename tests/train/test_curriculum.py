@@ -7,6 +7,8 @@ from helpers import losses_by_step, read_jsonl, train
 from standin import StandInVLA
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from torchtitan_vla.config import ConfigError
+
 SHORT = [f"--curriculum.stages.{s}.steps=3" for s in ("vlm", "cotrain", "finetune")] + ["--checkpoint.interval=100"]
 
 
@@ -75,3 +77,24 @@ def test_stage_run_alone_from_previous_stage_checkpoint_matches_the_whole_job(fu
     whole, single = losses_by_step(read_jsonl(run)), losses_by_step(read_jsonl(alone))
     assert sorted(single) == [7, 8, 9]
     assert [single[s] for s in (7, 8, 9)] == pytest.approx([whole[s] for s in (7, 8, 9)], abs=1e-6)
+
+
+def test_skipped_stage_is_left_out_and_the_next_starts_from_initialisation(full_run):
+    """The ablation switch: without stage 'vlm' the job trains cotrain and finetune from the fresh model."""
+    tmp, run = full_run
+    rc, ablated = train(tmp, *SHORT, "--curriculum.skip_stages=vlm", name="without_vlm")
+    assert rc == 0
+    records = read_jsonl(ablated)
+    assert sorted(losses_by_step(records)) == [4, 5, 6, 7, 8, 9]
+    assert {r["stage"] for r in records} == {"cotrain", "finetune"}
+    whole = losses_by_step(read_jsonl(run))
+    assert losses_by_step(records)[4] != pytest.approx(whole[4], abs=1e-6), "cotrain must not start from vlm's weights"
+
+
+@pytest.mark.parametrize("skip, message", [
+    ("vlmm", r"skip_stages names \['vlmm'\], not stages"),
+    ("vlm,cotrain,finetune", "leaves no stage to run"),
+])
+def test_bad_skip_stages_are_named(tmp_path, skip, message):
+    with pytest.raises(ConfigError, match=message):
+        train(tmp_path, f"--curriculum.skip_stages={skip}")

@@ -31,6 +31,10 @@ class Curriculum:
     only_stage: str = ""
     """Run just this stage (initialised from ``checkpoint.initial_load_path`` when given)."""
 
+    skip_stages: list[str] = field(default_factory=list)
+    """Stages to leave out, for ablations (``--curriculum.skip_stages=vlm_pretrain``: the later stages start
+    from the model's initialisation instead). Global step numbers stay those of the full curriculum."""
+
 
 @dataclass
 class Eval:
@@ -48,6 +52,10 @@ class Eval:
 
     execute_steps: int = 4
     """Actions of each predicted chunk executed before the policy is asked again (receding horizon)."""
+
+    toyworld_data: str = ""
+    """Folder of the generated toy-world data the policy was trained on: the evaluation draws its held-out
+    tables from the same world (its ``toyworld.json``). Empty: the default ``WorldConfig``."""
 
     baselines: bool = True
     """Also score, on the same episodes, a scripted policy going to a random shape (chance level) and the

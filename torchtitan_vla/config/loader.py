@@ -337,6 +337,13 @@ def load_config(config_path: str | None, overrides: list[tuple[str, str]] | None
         raise ConfigError(
             f"{source}: curriculum.only_stage '{cfg.curriculum.only_stage}' is not a stage (stages: {stage_names})"
         )
+    unknown = [name for name in cfg.curriculum.skip_stages if name not in stage_names]
+    if unknown:
+        raise ConfigError(f"{source}: curriculum.skip_stages names {unknown}, not stages (stages: {stage_names})")
+    if stage_names and set(stage_names) <= set(cfg.curriculum.skip_stages):
+        raise ConfigError(f"{source}: curriculum.skip_stages leaves no stage to run")
+    if cfg.curriculum.only_stage in cfg.curriculum.skip_stages:
+        raise ConfigError(f"{source}: curriculum.only_stage '{cfg.curriculum.only_stage}' is also in curriculum.skip_stages")
     return LoadedConfig(cfg, source, cli)
 
 

@@ -83,7 +83,9 @@ class ActionExpert:
     """Stop the flow loss's gradient at the VLM's keys/values, so only the text loss trains the VLM."""
 
     prefix_attention: str = "causal"
-    """Attention among the VLM prefix tokens: ``causal`` (the VLM's own) or ``bidirectional``."""
+    """Attention among the VLM prefix tokens of robot samples: ``causal`` (the VLM's own) or
+    ``bidirectional`` (pi0's prefix-LM: image tokens also see the instruction). Web samples, whose text is
+    predicted token by token, are causal either way."""
 
     num_inference_steps: int = 10
     """Euler steps used by ``sample_actions`` (t goes from 1 to 0)."""

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from torchtitan_vla.envs.toyworld.demos import expert_chunk
+from torchtitan_vla.envs.toyworld.generate import world_of
 from torchtitan_vla.envs.toyworld.render import draw_agent, render_table
 from torchtitan_vla.envs.toyworld.world import ToyWorld, WorldConfig
 
@@ -173,14 +174,15 @@ def evaluate(
 
 def evaluate_export(folder: str, eval_cfg, device: str = "cpu") -> dict[str, float]:
     """``evaluate`` the policy exported to ``folder`` (``serve.Policy.from_export``) with the settings of a
-    ``config.Eval`` section (episodes, seed, steps, execute_steps, baselines)."""
+    ``config.Eval`` section (episodes, seed, steps, execute_steps, the world of its toyworld_data, baselines)."""
     from torchtitan_vla.serve.policy import Policy as ExportedPolicy
 
     if eval_cfg.env != "toyworld":
         raise ValueError(f"eval.env = {eval_cfg.env!r}: this evaluator runs the toy world only")
+    world = world_of(eval_cfg.toyworld_data) if eval_cfg.toyworld_data else None
     policy = from_inference_policy(ExportedPolicy.from_export(folder, device=device))
     return evaluate(policy, eval_cfg.closed_loop_episodes, eval_cfg.seed, eval_cfg.max_episode_steps,
-                    eval_cfg.execute_steps, baselines=eval_cfg.baselines)
+                    eval_cfg.execute_steps, world, baselines=eval_cfg.baselines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,15 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--max-steps", type=int, default=defaults.max_episode_steps)
     parser.add_argument("--execute-steps", type=int, default=defaults.execute_steps)
+    parser.add_argument("--data", default="", help="generated toy-world data folder whose world to evaluate in")
     parser.add_argument("--no-baselines", action="store_true", help="skip the random-shape and no-instruction runs")
     parser.add_argument("--out", help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)
     eval_cfg = Eval(closed_loop_episodes=args.episodes, seed=args.seed, max_episode_steps=args.max_steps,
-                    execute_steps=args.execute_steps, baselines=not args.no_baselines)
+                    execute_steps=args.execute_steps, toyworld_data=args.data, baselines=not args.no_baselines)
     if args.policy:
         metrics = evaluate_export(args.policy, eval_cfg)
     else:
-        world = ToyWorld.from_seed(args.episodes, args.seed)
+        world = ToyWorld.from_seed(args.episodes, args.seed, world_of(args.data) if args.data else None)
         metrics = run_closed_loop(ScriptedPolicy(world), world, args.max_steps, args.execute_steps).to_dict()
     text = json.dumps(metrics, indent=2)
     print(text)

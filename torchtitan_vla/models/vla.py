@@ -287,8 +287,13 @@ class VLA(nn.Module):
             )
         position_ids = position_ids.to(h.device)
         cos, sin = self.vlm.rotary(position_ids)
-        bidirectional = self.expert is not None and self.expert_cfg.prefix_attention == "bidirectional"
-        mask = (bidirectional_mask if bidirectional else causal_mask)(valid, doc_ids, device=h.device)
+        mask = causal_mask(valid, doc_ids, device=h.device)
+        if self.expert is not None and self.expert_cfg.prefix_attention == "bidirectional":
+            # pi0's prefix-LM: a robot sample's image tokens also see its instruction. Web samples keep the
+            # causal mask, since their text is predicted token by token (bidirectional would leak labels).
+            robot = batch.get("has_actions")
+            robot = torch.ones_like(valid[:, 0]) if robot is None else robot.bool().to(h.device)
+            mask = torch.where(robot[:, None, None, None], bidirectional_mask(valid, doc_ids, device=h.device), mask)
         # Suffix positions continue after the prefix on all three MRoPE rows (text-style positions).
         last = position_ids.amax(dim=0).masked_fill(~valid, -1).amax(dim=1)
         return Prefix(h, visual_mask, deepstack, cos, sin, mask, valid, last + 1)

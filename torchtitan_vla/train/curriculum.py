@@ -24,12 +24,14 @@ class StagePlan:
         return self.offset + self.stage.steps
 
 
-def plan_stages(stages: list[ResolvedStage], only_stage: str = "") -> list[StagePlan]:
+def plan_stages(stages: list[ResolvedStage], only_stage: str = "", skip_stages: list[str] = ()) -> list[StagePlan]:
     """The stages this job runs, in order. Global step numbers are those of the full curriculum,
-    so a stage run alone logs and checkpoints the same step numbers as inside the whole job."""
+    so a stage run alone (or after skipped ones) logs and checkpoints the same step numbers as inside
+    the whole job."""
     plans, offset = [], 0
     for stage in stages:
-        plans.append(StagePlan(stage, offset))
+        if stage.name not in skip_stages:
+            plans.append(StagePlan(stage, offset))
         offset += stage.steps
     if only_stage:
         plans = [p for p in plans if p.stage.name == only_stage]

@@ -69,7 +69,7 @@ class Trainer:
     def __init__(self, loaded: LoadedConfig, stages: list[ResolvedStage], spec: TrainSpec):
         self.base_cfg = cfg = loaded.config
         self.spec = spec
-        self.plans = plan_stages(stages, cfg.curriculum.only_stage)
+        self.plans = plan_stages(stages, cfg.curriculum.only_stage, cfg.curriculum.skip_stages)
         self.device = dist_utils.init_distributed()
         self.rank = dist_utils.rank()
         self.world_size = dist_utils.world_size()

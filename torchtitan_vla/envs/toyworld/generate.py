@@ -128,6 +128,15 @@ def _read_manifest(out: str) -> dict | None:
         return json.load(f)
 
 
+def world_of(out: str) -> WorldConfig:
+    """The world the data in ``out`` was generated from (its manifest), e.g. to evaluate on the same world."""
+    manifest = _read_manifest(out)
+    if manifest is None:
+        raise FileNotFoundError(f"{out} holds no generated toy-world data ({MANIFEST} is missing)")
+    world = manifest["world"]
+    return WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in world.items()})
+
+
 def generate(out: str, config: GenerateConfig | None = None) -> bool:
     """Write the three datasets under ``out``; returns False when identical data is already there."""
     config = config or GenerateConfig()
@@ -171,12 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--documents", type=int, default=defaults.documents, help="OBELICS documents")
     parser.add_argument("--image-size", type=int, default=world.image_size, help="rendered image side in pixels")
     parser.add_argument("--num-shapes", type=int, default=world.num_shapes, help="shapes per table")
+    parser.add_argument("--shared-attributes", action="store_true",
+                        help="the harder world: the target shares its colour with one shape and its kind with another")
     args = parser.parse_args(argv)
     init_logging()
     for name in ("episodes", "captions", "documents"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
-    world = WorldConfig(image_size=args.image_size, num_shapes=args.num_shapes)
+    world = WorldConfig(image_size=args.image_size, num_shapes=args.num_shapes,
+                        shared_attributes=args.shared_attributes)
     config = GenerateConfig(args.seed, args.episodes, args.captions, args.documents, world=world)
     generate(args.out, config)
 

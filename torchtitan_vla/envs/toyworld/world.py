@@ -5,8 +5,9 @@ position is already a normalized proprioceptive state. Shapes sit in the cells o
 per cell, jittered inside it): with 96x96 images, 16-pixel patches and the 2x2 patch merger, each cell of
 the 3x3 grid is exactly one visual token, which keeps "which shape is where" learnable by a tiny model.
 
-A scene is chosen so that the instruction is needed: the target's colour is shared by another shape and its
-kind by yet another, so neither word alone identifies it; and the image is needed: positions are random.
+A scene is chosen so that the instruction is needed: any shape may be the target; and the image is needed:
+positions are random. By default every shape has its own colour and kind; ``shared_attributes`` makes the
+target share its colour with one shape and its kind with another, so only both words together name it.
 """
 
 from __future__ import annotations
@@ -53,12 +54,20 @@ class WorldConfig:
     min_start_distance: float = 0.45
     """The agent starts at least this far from every shape, so no episode succeeds without moving."""
 
+    shared_attributes: bool = False
+    """False: every shape on a table has its own colour and its own kind, so either word of the instruction
+    names the target. True (harder): the target shares its colour with one shape and its kind with another,
+    so only the two words together do, and a policy has to bind them."""
+
     def __post_init__(self):
         if self.num_shapes < 1 or self.num_shapes > self.grid_size**2:
             raise ValueError(f"num_shapes={self.num_shapes} must be in [1, grid_size**2={self.grid_size**2}]")
         if self.num_shapes > len(self.colors) * len(self.kinds):
             raise ValueError(f"num_shapes={self.num_shapes} exceeds the {len(self.colors) * len(self.kinds)} distinct (colour, kind) pairs")
-        if self.num_shapes >= 3 and (len(self.colors) < 2 or len(self.kinds) < 2):
+        if not self.shared_attributes and self.num_shapes > min(len(self.colors), len(self.kinds)):
+            raise ValueError(f"num_shapes={self.num_shapes} needs as many colours ({len(self.colors)}) and kinds "
+                             f"({len(self.kinds)}) when every shape has its own (shared_attributes=False)")
+        if self.shared_attributes and self.num_shapes >= 3 and (len(self.colors) < 2 or len(self.kinds) < 2):
             raise ValueError("with num_shapes >= 3 the world needs at least 2 colours and 2 kinds so distractors can share one attribute")
         cell = 2.0 / self.grid_size
         if self.shape_half_size + self.jitter > cell / 2:
@@ -118,7 +127,12 @@ def cell_center(row: int, col: int, grid_size: int) -> tuple[float, float]:
 
 
 def _pick_pairs(rng: np.random.Generator, config: WorldConfig) -> tuple[list[tuple[str, str]], int]:
-    """Distinct (colour, kind) pairs where the target shares its colour with one shape and its kind with another."""
+    """The shapes' (colour, kind) pairs and the target's index (see ``WorldConfig.shared_attributes``)."""
+    if not config.shared_attributes:
+        colors = rng.permutation(len(config.colors))[: config.num_shapes]
+        kinds = rng.permutation(len(config.kinds))[: config.num_shapes]
+        pairs = [(config.colors[c], config.kinds[k]) for c, k in zip(colors, kinds)]
+        return pairs, int(rng.integers(config.num_shapes))
     all_pairs = [(c, k) for c in config.colors for k in config.kinds]
     target = all_pairs[rng.integers(len(all_pairs))]
     pairs = [target]
