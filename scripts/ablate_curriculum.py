@@ -11,6 +11,9 @@ with checkpoints, metrics and ``report.json``); only command-line overrides diff
 - ``no_pretrain``: ``--curriculum.skip_stages=<pretrain stage>`` (co-training starts from the initialisation);
 - ``no_web_in_cotrain``: the co-training mixture is the robot source alone and its text loss weight 0.
 
+A run folder that already holds a finished job resumes it (the training is done, so only the export and
+the evaluation run again): remove the folder, or pass ``--job.name``, to train anew.
+
 Extra arguments after ``--`` go to every job (e.g. ``-- --eval.closed_loop_episodes=100``). On a CPU each job
 uses one thread (``OMP_NUM_THREADS=1``), so ``--parallel`` up to the number of cores costs little per job.
 """
@@ -49,8 +52,8 @@ def run_variant(args, name: str, overrides: list[str], base_name: str, dump_fold
     job_name = f"{base_name}_{name}"
     run_dir = Path(dump_folder) / job_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(REPO / "train.py"), "--config", args.config, f"--job.name={job_name}",
-           *overrides, *args.extra]
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", args.config, *args.extra, f"--job.name={job_name}",
+           *overrides]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     start = time.perf_counter()
     with open(run_dir / "train.log", "a") as log:
