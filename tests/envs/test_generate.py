@@ -95,8 +95,17 @@ def test_generation_is_deterministic_and_skips_when_present(toy_data, tmp_path):
     for part in ("robot/meta/stats.json", "robot/data/chunk-000/file-000.parquet", "web/documents/train-00000.parquet",
                  "tokenizer.json"):
         assert (other / part).read_bytes() == (out / part).read_bytes(), part
-    with pytest.raises(FileExistsError, match="other settings"):
+    with pytest.raises(FileExistsError, match="other settings \\(seed: 3 there, 4 wanted\\)"):
         generate(str(out), GenerateConfig(seed=4, episodes=6, captions=7, documents=4, shard_size=5))
+
+
+def test_cli_names_what_differs_from_the_data_already_there(toy_data):
+    """Data of an older world is never overwritten; the one-line error says which setting changed."""
+    out, config = toy_data
+    args = ["--out", str(out), "--seed", "3", "--episodes", "6", "--captions", "7", "--documents", "4"]
+    with pytest.raises(SystemExit, match="world.shared_attributes: False there, True wanted"):
+        main([*args, "--shared-attributes"])
+    assert world_of(str(out)) == config.world
 
 
 def test_cli_rejects_bad_counts(tmp_path):

@@ -1,5 +1,7 @@
 """metrics.jsonl (one line per log step), TensorBoard event files and an offline wandb run."""
 
+import json
+
 import pytest
 from helpers import read_jsonl, train
 from wandb_log import logged_config, logged_history
@@ -57,3 +59,17 @@ def test_mfu_uses_a_stated_nominal_peak(tmp_path):
                     "--metrics.peak_flops=1e9", "--checkpoint.enable=false")
     assert rc == 0
     assert all(r["mfu_pct"] > 0 for r in read_jsonl(run))
+
+
+def test_profile_steps_write_a_chrome_trace_of_exactly_those_steps(tmp_path):
+    rc, run = train(tmp_path, "--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=3",
+                    "--metrics.profile_steps=[2]", "--checkpoint.enable=false")
+    assert rc == 0
+    traces = sorted(p.name for p in (run / "profile").iterdir())
+    assert traces == ["step-2-rank0.json"]
+    events = json.loads((run / "profile" / traces[0]).read_text())["traceEvents"]
+    names = {e.get("name", "") for e in events}
+    # The step's forward and backward and the optimizer update are in it.
+    assert any("linear" in n or "addmm" in n for n in names)
+    assert any("Backward" in n for n in names)
+    assert any("Optimizer.step" in n or "adamw" in n.lower() for n in names)

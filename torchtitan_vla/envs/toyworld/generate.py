@@ -128,6 +128,18 @@ def _read_manifest(out: str) -> dict | None:
         return json.load(f)
 
 
+def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) of every setting that differs between two manifests."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
 def world_of(out: str) -> WorldConfig:
     """The world the data in ``out`` was generated from (its manifest), e.g. to evaluate on the same world."""
     manifest = _read_manifest(out)
@@ -146,11 +158,13 @@ def generate(out: str, config: GenerateConfig | None = None) -> bool:
         logger.info(f"toy world data already in {out}; skipping")
         return False
     present = [p for p in PARTS if os.path.exists(os.path.join(out, p))]
-    if existing is not None or present:
-        raise FileExistsError(
-            f"{out} already holds toy-world data made with other settings (or an interrupted run: {present}); "
-            f"remove {out} or choose another --out"
-        )
+    if existing is not None:
+        changed = ", ".join(f"{key}: {old!r} there, {new!r} wanted" for key, old, new in _differences(existing, wanted))
+        raise FileExistsError(f"{out} already holds toy-world data made with other settings ({changed}); "
+                              f"remove {out} or choose another --out")
+    if present:
+        raise FileExistsError(f"{out} holds parts of toy-world data without its {MANIFEST} (an interrupted copy? "
+                              f"{present}); remove {out} or choose another --out")
     staging = os.path.join(out, ".staging")
     shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run of ours
     os.makedirs(os.path.join(staging, "web"))
@@ -190,7 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     world = WorldConfig(image_size=args.image_size, num_shapes=args.num_shapes,
                         shared_attributes=args.shared_attributes)
     config = GenerateConfig(args.seed, args.episodes, args.captions, args.documents, world=world)
-    generate(args.out, config)
+    try:
+        generate(args.out, config)
+    except FileExistsError as err:  # run_train.sh shows this line, not a traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":
