@@ -56,18 +56,22 @@ def test_padding_tokens_are_invisible(fusion):
     torch.testing.assert_close(velocity, velocity2, rtol=0, atol=1e-6)
 
 
+def _hidden_before_and_after_changing_the_last_token(vla, batch):
+    x_t, t = torch.randn(2, 4, 6), torch.tensor([0.5, 0.5])
+    hidden, _ = _run(vla, batch, x_t, t)
+    ids = batch["input_ids"].clone()
+    ids[:, -1] = (ids[:, -1] + 1) % 900
+    hidden2, _ = _run(vla, dict(batch, input_ids=ids), x_t, t)
+    return hidden, hidden2
+
+
 def test_prefix_attention_causal_or_bidirectional():
-    changed_last_token = {}
+    changed_first_token = {}
     for mode in ("causal", "bidirectional"):
         vla = tiny_vla(prefix_attention=mode)
-        batch = make_batch(vla, padding=(0,))
-        x_t, t = torch.randn(2, 4, 6), torch.tensor([0.5, 0.5])
-        hidden, _ = _run(vla, batch, x_t, t)
-        ids = batch["input_ids"].clone()
-        ids[:, -1] = (ids[:, -1] + 1) % 900
-        hidden2, _ = _run(vla, dict(batch, input_ids=ids), x_t, t)
-        changed_last_token[mode] = not torch.allclose(hidden[:, 0], hidden2[:, 0])
-    assert changed_last_token == {"causal": False, "bidirectional": True}
+        hidden, hidden2 = _hidden_before_and_after_changing_the_last_token(vla, make_batch(vla, padding=(0,)))
+        changed_first_token[mode] = not torch.allclose(hidden[:, 0], hidden2[:, 0])
+    assert changed_first_token == {"causal": False, "bidirectional": True}
 
 
 def test_bidirectional_prefix_keeps_web_samples_causal():
@@ -75,11 +79,7 @@ def test_bidirectional_prefix_keeps_web_samples_causal():
     vla = tiny_vla(prefix_attention="bidirectional")
     batch = make_batch(vla, padding=(0,))
     batch["has_actions"] = torch.tensor([True, False])
-    x_t, t = torch.randn(2, 4, 6), torch.tensor([0.5, 0.5])
-    hidden, _ = _run(vla, batch, x_t, t)
-    ids = batch["input_ids"].clone()
-    ids[:, -1] = (ids[:, -1] + 1) % 900
-    hidden2, _ = _run(vla, dict(batch, input_ids=ids), x_t, t)
+    hidden, hidden2 = _hidden_before_and_after_changing_the_last_token(vla, batch)
     assert not torch.allclose(hidden[0, 0], hidden2[0, 0])
     torch.testing.assert_close(hidden[1, :-1], hidden2[1, :-1], rtol=0, atol=0)
 

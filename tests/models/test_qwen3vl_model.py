@@ -7,7 +7,7 @@ import torch
 from qwen3vl_oracle import pixels, text, tiny_hf_config
 
 from torchtitan_vla.models.qwen3_vl import FLAVORS, Qwen3VLArgs, Qwen3VLModel
-from torchtitan_vla.models.qwen3_vl.masks import causal_mask
+from torchtitan_vla.models.qwen3_vl.masks import bidirectional_mask, build_mask, causal_mask
 
 # Released parameter counts (millions, tied weights once), from the transformers classes on meta.
 RELEASED_MILLIONS = {"2B": 2127.5, "4B": 4437.8, "8B": 8767.1, "32B": 33357.4, "30B-A3B": 31070.8,
@@ -107,3 +107,13 @@ def test_masks_respect_padding_documents_and_causality():
                              [False, False, True, True]]
     decode = causal_mask(torch.ones(1, 5, dtype=torch.bool), q_len=1)
     assert decode.shape == (1, 1, 1, 5) and decode.all()
+
+
+def test_per_sample_causality_matches_the_causal_and_bidirectional_masks():
+    """causal=(B,) picks, per sample, exactly the causal or the bidirectional mask (padding rules kept)."""
+    padding = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    per_sample = build_mask(padding, causal=torch.tensor([True, False, True]))
+    causal, bidirectional = causal_mask(padding), bidirectional_mask(padding)
+    assert torch.equal(per_sample[0], causal[0]) and torch.equal(per_sample[2], causal[2])
+    assert torch.equal(per_sample[1], bidirectional[1])
+    assert not torch.equal(causal[1], bidirectional[1])

@@ -34,7 +34,7 @@ from .lora import LoRALinear, apply_lora, is_lora_parameter
 from .qwen3_vl.args import FLAVORS, Qwen3VLArgs
 from .qwen3_vl.hf_checkpoint import read_hf_config, read_hf_state_dict
 from .qwen3_vl.kv_cache import KVCache
-from .qwen3_vl.masks import bidirectional_mask, causal_mask
+from .qwen3_vl.masks import build_mask
 from .qwen3_vl.model import Qwen3VLModel
 from .qwen3_vl.state_dict_adapter import Qwen3VLStateDictAdapter
 
@@ -287,13 +287,13 @@ class VLA(nn.Module):
             )
         position_ids = position_ids.to(h.device)
         cos, sin = self.vlm.rotary(position_ids)
-        mask = causal_mask(valid, doc_ids, device=h.device)
+        causal = True
         if self.expert is not None and self.expert_cfg.prefix_attention == "bidirectional":
             # pi0's prefix-LM: a robot sample's image tokens also see its instruction. Web samples keep the
             # causal mask, since their text is predicted token by token (bidirectional would leak labels).
             robot = batch.get("has_actions")
-            robot = torch.ones_like(valid[:, 0]) if robot is None else robot.bool().to(h.device)
-            mask = torch.where(robot[:, None, None, None], bidirectional_mask(valid, doc_ids, device=h.device), mask)
+            causal = torch.zeros_like(valid[:, 0]) if robot is None else ~robot.bool()
+        mask = build_mask(valid, doc_ids, causal=causal, device=h.device)
         # Suffix positions continue after the prefix on all three MRoPE rows (text-style positions).
         last = position_ids.amax(dim=0).masked_fill(~valid, -1).amax(dim=1)
         return Prefix(h, visual_mask, deepstack, cos, sin, mask, valid, last + 1)

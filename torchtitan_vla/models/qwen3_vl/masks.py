@@ -24,7 +24,7 @@ def build_mask(
     batch_size: int | None = None,
     kv_len: int | None = None,
     q_len: int | None = None,
-    causal: bool = True,
+    causal: bool | torch.Tensor = True,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Mask of shape (B, 1, Sq, Sk).
@@ -34,7 +34,8 @@ def build_mask(
         doc_ids: (B, Sk) packed-document index; a query sees only keys of its own document.
         batch_size, kv_len: needed only when neither ``padding_mask`` nor ``doc_ids`` is given.
         q_len: number of queries (the last ``q_len`` key positions); default ``kv_len``.
-        causal: a query sees keys at its own position or earlier; False = bidirectional.
+        causal: a query sees keys at its own position or earlier; False = bidirectional; a (B,) bool tensor
+            chooses per sample (pi0's prefix-LM for robot samples beside causal web samples in one batch).
     """
     ref = padding_mask if padding_mask is not None else doc_ids
     if ref is not None:
@@ -45,10 +46,13 @@ def build_mask(
     q_len = kv_len if q_len is None else q_len
     keys = _key_padding(padding_mask, batch_size, kv_len, device)
     mask = keys[:, None, None, :].expand(batch_size, 1, q_len, kv_len)
-    if causal:
+    if isinstance(causal, torch.Tensor) or causal:
         q_pos = torch.arange(kv_len - q_len, kv_len, device=device)
         k_pos = torch.arange(kv_len, device=device)
-        mask = mask & (k_pos[None, :] <= q_pos[:, None])
+        earlier = k_pos[None, :] <= q_pos[:, None]
+        if isinstance(causal, torch.Tensor):
+            earlier = earlier | ~causal.to(device=device, dtype=torch.bool)[:, None, None, None]
+        mask = mask & earlier
     if doc_ids is not None:
         if doc_ids.shape != (batch_size, kv_len):
             raise ValueError(f"doc_ids has shape {tuple(doc_ids.shape)}, expected {(batch_size, kv_len)}")
