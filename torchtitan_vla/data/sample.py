@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from torchtitan_vla.models.qwen3_vl.chat import IGNORE_INDEX
 
 
 @dataclass

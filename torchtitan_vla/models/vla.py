@@ -32,6 +32,7 @@ from .action_expert.layers import ExpertInputs, JointLayer
 from .action_expert.masks import suffix_mask
 from .lora import LoRALinear, apply_lora, is_lora_parameter
 from .qwen3_vl.args import FLAVORS, Qwen3VLArgs
+from .qwen3_vl.chat import IGNORE_INDEX
 from .qwen3_vl.hf_checkpoint import read_hf_config, read_hf_state_dict
 from .qwen3_vl.kv_cache import KVCache
 from .qwen3_vl.masks import build_mask
@@ -39,7 +40,6 @@ from .qwen3_vl.model import Qwen3VLModel
 from .qwen3_vl.state_dict_adapter import Qwen3VLStateDictAdapter
 
 COMPONENTS = ("vision", "decoder", "expert")
-IGNORE_INDEX = -100
 
 
 def not_in_hf_checkpoint(vlm_key: str) -> bool:
@@ -249,7 +249,7 @@ class VLA(nn.Module):
                 continue
             state[key] = tensor
         for name, module in self.vlm.named_modules():
-            if isinstance(module, LoRALinear) and ".expert." not in f".{name}.":
+            if isinstance(module, LoRALinear) and not not_in_hf_checkpoint(f"{name}.weight"):
                 state[f"{name}.weight"] = module.merged_linear().weight.detach()
         return state
 
@@ -471,8 +471,8 @@ class VLA(nn.Module):
         """Integrate the flow from noise (t = 1) to actions (t = 0) with Euler steps: (B, H, max_action_dim).
 
         ``use_cache``: compute the VLM prefix once and run only the expert tokens per step; ``False``
-        recomputes everything every step (a reference for checking). Padded action dims (per
-        ``batch["action_dim_mask"]`` when given) come back as zeros.
+        runs every layer over prefix and suffix at every step (a reference for checking). Padded action
+        dims (per ``batch["action_dim_mask"]`` when given) come back as zeros.
         """
         if self.expert is None:
             raise ValueError("sample_actions needs the Action Expert (action_expert.enable = true)")
@@ -489,13 +489,14 @@ class VLA(nn.Module):
         state = self._robot_inputs(batch, need_actions=False)["state"]
         x = noise.float()
         dt = -1.0 / num_steps
-        cache = self.encode_prefix(self._prefix(batch)) if use_cache else None
+        prefix = self._prefix(batch)  # embeddings, vision features, positions, mask: the same at every step
+        cache = self.encode_prefix(prefix) if use_cache else None
         for step in range(num_steps):
             t = torch.full((shape[0],), 1.0 + step * dt, device=x.device)
             if use_cache:
                 velocity = self.cached_velocity(cache, state, x, t)
             else:
-                velocity = self.predict_velocity(self._prefix(batch), state, x, t)[1]
+                velocity = self.predict_velocity(prefix, state, x, t)[1]
             x = x + dt * velocity
         dim_mask = batch.get("action_dim_mask")
         if dim_mask is not None:

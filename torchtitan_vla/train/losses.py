@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from torchtitan_vla.models.action_expert.flow import valid_action_mask
+from torchtitan_vla.models.qwen3_vl.chat import IGNORE_INDEX
 
 LOSS_TERMS = ("text", "action")
 """Loss terms: ``forward`` returns ``<term>_loss_sum``; the counts are ``text_tokens`` / ``action_elements``."""
@@ -17,7 +18,7 @@ def batch_counts(batch: dict) -> dict[str, torch.Tensor]:
 
     Text: labels other than -100. Action: real dims of in-episode steps of robot samples.
     """
-    counts = {"text": (batch["labels"] != -100).sum()}
+    counts = {"text": (batch["labels"] != IGNORE_INDEX).sum()}
     counts["action"] = valid_action_mask(batch["action_dim_mask"], batch["action_is_pad"], batch["has_actions"]).sum()
     return counts
 

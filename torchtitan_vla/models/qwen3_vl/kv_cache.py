@@ -12,10 +12,6 @@ class KVCache:
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
 
-    @property
-    def seq_len(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
-
     def update(self, layer_id: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's k, v to layer ``layer_id`` and return everything cached for it."""
         if self.keys[layer_id] is not None:

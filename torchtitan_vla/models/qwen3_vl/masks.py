@@ -82,10 +82,3 @@ def allow_self(mask: torch.Tensor) -> torch.Tensor:
     diagonal = torch.zeros(q_len, kv_len, dtype=torch.bool, device=mask.device)
     diagonal[torch.arange(q_len), torch.arange(kv_len - q_len, kv_len)] = True
     return mask | (empty & diagonal)
-
-
-def block_diagonal_mask(segment_lengths: list[int], device=None) -> torch.Tensor:
-    """(1, 1, N, N) mask letting each token see exactly the tokens of its own segment."""
-    seg = torch.repeat_interleave(torch.arange(len(segment_lengths), device=device),
-                                  torch.tensor(segment_lengths, device=device))
-    return (seg[:, None] == seg[None, :])[None, None]
