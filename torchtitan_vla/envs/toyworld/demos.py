@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .render import draw_agent, render_table
-from .world import Scene, clip_speed
+from .world import Scene, clip_speed, move
 
 
 def expert_action(positions: np.ndarray, targets: np.ndarray, max_speed: float) -> np.ndarray:
@@ -24,7 +24,7 @@ def expert_chunk(positions: np.ndarray, targets: np.ndarray, horizon: int, max_s
     chunk = np.zeros((positions.shape[0], horizon, 2), dtype=np.float32)
     for h in range(horizon):
         chunk[:, h] = expert_action(positions, targets, max_speed)
-        positions = np.clip(positions + chunk[:, h], -1.0, 1.0)
+        positions = move(positions, chunk[:, h], max_speed)
     return chunk
 
 
@@ -43,7 +43,7 @@ def demo_episode(scene: Scene, hold_steps: int = 3, max_steps: int = 100) -> dic
         action = expert_action(position, target, speed)
         states.append(position)
         actions.append(action)
-        position = np.clip(position + action, -1.0, 1.0)
+        position = move(position, action, speed)
         if np.linalg.norm(target - position) < 1e-4:
             break
     for _ in range(hold_steps):

@@ -32,7 +32,7 @@ from torchtitan_vla.utils.logging import init_logging, logger
 
 from .demos import demo_episode
 from .instructions import caption, document_texts, position_phrase
-from .render import draw_agent, render_table
+from .render import draw_agent, render_scene, render_table, world_to_pixel
 from .world import WorldConfig, sample_scene
 
 CAMERA_KEY = "observation.images.top"
@@ -77,9 +77,7 @@ def episode_scene_seed(config: GenerateConfig, index: int) -> np.random.Generato
 
 
 def _agent_phrase(xy, grid_size: int) -> str:
-    col = min(int((xy[0] + 1.0) / 2.0 * grid_size), grid_size - 1)
-    row = min(int((1.0 - xy[1]) / 2.0 * grid_size), grid_size - 1)
-    return f"The agent is at {position_phrase(row, col, grid_size)}."
+    return f"The agent is at {position_phrase(*world_to_pixel(xy, grid_size), grid_size)}."
 
 
 def caption_items(config: GenerateConfig) -> list[tuple[np.ndarray, str]]:
@@ -88,7 +86,7 @@ def caption_items(config: GenerateConfig) -> list[tuple[np.ndarray, str]]:
     for i in range(config.captions):
         scene = sample_scene(_rng(config, "captions", i), config.world)
         text = f"{caption(scene)} {_agent_phrase(scene.agent_start, config.world.grid_size)}"
-        items.append((draw_agent(render_table(scene), scene.agent_start), text))
+        items.append((render_scene(scene), text))
     return items
 
 

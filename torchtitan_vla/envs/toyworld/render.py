@@ -38,7 +38,7 @@ def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def world_to_pixel(xy, size: int) -> tuple[int, int]:
-    """(row, col) of the pixel containing world point ``xy``."""
+    """(row, col) of the pixel containing world point ``xy`` (of the grid cell, with ``size`` = the grid size)."""
     x, y = float(xy[0]), float(xy[1])
     col = int(np.clip((x + 1.0) / 2.0 * size, 0, size - 1))
     row = int(np.clip((1.0 - y) / 2.0 * size, 0, size - 1))

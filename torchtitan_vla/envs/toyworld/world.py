@@ -182,6 +182,11 @@ def clip_speed(actions: np.ndarray, max_speed: float) -> np.ndarray:
     return actions * np.minimum(1.0, max_speed / np.maximum(norm, 1e-12))
 
 
+def move(positions: np.ndarray, actions: np.ndarray, max_speed: float) -> np.ndarray:
+    """The world's dynamics: each position (..., 2) moves by its action, speed-clipped, and stays on the table."""
+    return np.clip(np.asarray(positions, np.float32) + clip_speed(actions, max_speed), -1.0, 1.0)
+
+
 class ToyWorld:
     """A batch of episodes stepped together (one row per scene).
 
@@ -227,6 +232,6 @@ class ToyWorld:
             raise ValueError(f"actions must have shape ({len(self)}, 2), got {tuple(actions.shape)}")
         if not np.isfinite(actions).all():
             raise ValueError("actions contain NaN or inf")
-        self.positions = np.clip(self.positions + clip_speed(actions, self.config.max_speed), -1.0, 1.0)
+        self.positions = move(self.positions, actions, self.config.max_speed)
         self.num_steps += 1
         self.reached_step = np.where((self.reached_step < 0) & self.success, self.num_steps, self.reached_step)
