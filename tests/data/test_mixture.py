@@ -130,3 +130,13 @@ def test_resume_mid_epoch_with_workers_continues_exactly(lerobot_roots, cc12m_ro
                 assert torch.equal(got[key], value), key
     assert resumed.samples_per_source == loader.samples_per_source
 
+
+
+def test_too_small_robot_source_fails_at_build_time_counting_the_workers(lerobot_roots, episodes, tokenizer):
+    """Every loader worker takes its own share of the frames; a dataset too small to give each one a frame
+    is named when the loader is built, not later inside a worker process."""
+    frames = sum(len(e["action"]) for e in episodes)
+    sources = [DataSource(name="robot", kind="lerobot", path=lerobot_roots["v3.0"])]
+    build_dataloader(make_config(sources, num_workers=frames), tokenizer, 0, 1)  # one frame per stream: fine
+    with pytest.raises(ValueError, match=f"{frames} frames, fewer than the {frames + 1} data-loading streams"):
+        build_dataloader(make_config(sources, num_workers=frames + 1), tokenizer, 0, 1)

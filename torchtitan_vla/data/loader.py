@@ -119,7 +119,8 @@ def build_dataloader(cfg, tokenizer, dp_rank: int, dp_world_size: int, split: st
             make = functools.partial(RobotStream, builder, name=src.name, seed=cfg.job.seed, strict=cfg.data.strict)
         else:
             make = functools.partial(_web_stream, src, cfg, prompts, dp_rank, dp_world_size)
-        make(source_id, stream_id=dp_rank, num_streams=dp_world_size)  # validate paths and keys now
+        # Validate paths, keys and sizes now, with as many streams as the workers will split it into.
+        make(source_id, stream_id=dp_rank, num_streams=dp_world_size * max(1, cfg.data.num_workers))
         factories.append(make)
     dataset = MixtureDataset(names, factories, [weights[n] for n in names], cfg.job.seed, dp_rank, dp_world_size)
     expert = cfg.action_expert
