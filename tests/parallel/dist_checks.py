@@ -68,7 +68,6 @@ def sharded_copy(reference: VLA, cfg: JobConfig, **expert) -> tuple[VLA, Paralle
     dims = ParallelDims.from_config(cfg.parallelism)
     with torch.device("meta"):
         model = VLA.from_config(cfg.model, reference.expert_cfg)
-    model.skip_idle_expert = False  # data parallel: every rank must run the same units
     parallelize_vla(model, dims, cfg)
     init_on_device(model, torch.device("cpu"))
     full = reference.state_dict()

@@ -2,7 +2,7 @@
 (gloo), run by test_idle_components.py.
 
 Rank 0 gets a text-only web document (no image, no actions: neither the vision encoder nor the expert
-has work), rank 1 a robot sample with an image. With the trainer's ``run_idle_components`` both ranks
+has work), rank 1 a robot sample with an image. With ``parallelize_vla``'s ``run_idle_components`` both ranks
 run every FSDP unit, so the step completes, and the losses equal one process running the two
 micro-batches (where the idle components are simply skipped). Rank 0 prints ``OK <name>`` per check.
 """
@@ -21,7 +21,6 @@ from ae_helpers import make_batch, tiny_vla  # noqa: E402
 from dist_checks import job_config, log, micro_step, sharded_copy  # noqa: E402
 
 from torchtitan_vla.parallel import clip_grad_norm_  # noqa: E402
-from torchtitan_vla.train.trainer import run_idle_components  # noqa: E402
 from torchtitan_vla.utils.distributed import init_distributed  # noqa: E402
 
 STEPS = 2
@@ -70,8 +69,7 @@ def check_idle_components(reference) -> None:
     # One process, both micro-batches in turn; the web one skips the vision encoder and the expert.
     ref_losses = train(copy.deepcopy(reference), per_step, None)
     model, dims = sharded_copy(reference, job_config(shard=2))
-    model.skip_idle_expert = True  # what the trainer must switch off
-    run_idle_components(model)
+    # parallelize_vla itself makes every rank run every unit (without it this run deadlocks).
     assert not model.skip_idle_expert and not model.vlm.skip_idle_vision
     losses = train(model, [[batches[rank]] for batches in per_step], dims.dp_mesh)
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(ref_losses), rtol=1e-5, atol=0)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ae_helpers import overfit_vla, single_thread  # noqa: E402, F401
 from idle_checks import text_only_batch  # noqa: E402
 
-from torchtitan_vla.train.trainer import run_idle_components  # noqa: E402
+from torchtitan_vla.parallel.parallelize import run_idle_components  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("idle_checks.py")
 

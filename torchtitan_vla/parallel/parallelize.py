@@ -167,6 +167,7 @@ def parallelize_vla(model: nn.Module, parallel_dims: ParallelDims, job_config: J
     for plan in build_plans(model, job_config, fsdp):
         apply_plan(plan, job_config, fsdp)
     if fsdp is not None:
+        run_idle_components(model)
         # The root sweeps up every parameter no unit claimed; it is last so that it claims only those.
         fsdp.shard(model, fsdp.reshard_blocks())
         for method in ROOT_METHODS:
@@ -174,3 +175,17 @@ def parallelize_vla(model: nn.Module, parallel_dims: ParallelDims, job_config: J
                 register_fsdp_forward_method(model, method)
         disable_gradient_division(model)
     return model
+
+
+IDLE_SKIP_FLAGS = ("skip_idle_expert", "skip_idle_vision")
+
+
+def run_idle_components(model: nn.Module) -> None:
+    """Make every component run on every micro-batch, even one that has no work for it (a web-only batch
+    for the expert, a text-only one for the vision encoder): FSDP all-gathers and reduce-scatters a
+    unit's parameters only on ranks that run it, so ranks that skipped a unit would deadlock the others.
+    The idle component's output is weighted by exactly zero, so losses and gradients do not change."""
+    for module in model.modules():
+        for flag in IDLE_SKIP_FLAGS:
+            if hasattr(module, flag):
+                setattr(module, flag, False)

@@ -90,8 +90,6 @@ class Trainer:
         spec.parallelize(self.model, self.parallel_dims, cfg)
         init_on_device(self.model, self.device)
         self.model.train()
-        if self.parallel_dims.dp_world_size > 1:
-            run_idle_components(self.model)
 
         self.checkpointer = CheckpointManager(self.run_folder / cfg.checkpoint.folder, cfg.checkpoint)
         self.metrics = MetricsLogger(
@@ -505,20 +503,6 @@ def _hf_folder(path: str, key: str) -> Path:
     if not Path(path).is_dir():
         raise FileNotFoundError(f"{key}: no folder {path}")
     return Path(path)
-
-
-IDLE_SKIP_FLAGS = ("skip_idle_expert", "skip_idle_vision")
-
-
-def run_idle_components(model: nn.Module) -> None:
-    """Make every component run on every micro-batch, even one that has no work for it (a web-only batch
-    for the expert, a text-only one for the vision encoder): FSDP all-gathers and reduce-scatters a
-    unit's parameters only on ranks that run it, so ranks that skipped a unit would deadlock the others.
-    The idle component's output is weighted by exactly zero, so losses and gradients do not change."""
-    for module in model.modules():
-        for flag in IDLE_SKIP_FLAGS:
-            if hasattr(module, flag):
-                setattr(module, flag, False)
 
 
 class _StepProfiler:
