@@ -29,6 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from torchtitan_vla.config.checkpoint import Checkpoint as CheckpointConfig
+from torchtitan_vla.utils import distributed as dist_utils
 from torchtitan_vla.utils.logging import logger
 
 MARKER = "COMPLETE.json"
@@ -67,15 +68,6 @@ class CheckpointInfo:
     step: int
     path: Path
     meta: dict
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def _broadcast(obj: Any) -> Any:
@@ -133,12 +125,12 @@ class CheckpointManager:
         self._async_group = (
             dist.new_group(backend="gloo") if cfg.async_mode == "async" and dist.is_initialized() else None
         )
-        if _rank() == 0:
+        if dist_utils.rank() == 0:
             self.folder.mkdir(parents=True, exist_ok=True)
             for stale in self.folder.glob("step-*.tmp"):
                 logger.warning(f"removing the unfinished checkpoint {stale}")
                 shutil.rmtree(stale, ignore_errors=True)
-        _barrier()
+        dist_utils.barrier()
 
     # ------------------------------------------------------------------------------------------ find
     def step_folders(self) -> list[tuple[int, Path]]:
@@ -153,7 +145,7 @@ class CheckpointManager:
 
         Rank 0 decides and broadcasts, so every rank loads the same one.
         """
-        choice = self._choose(load_step) if _rank() == 0 else None
+        choice = self._choose(load_step) if dist_utils.rank() == 0 else None
         choice = _broadcast(choice)
         if isinstance(choice, Exception):
             raise choice
@@ -206,7 +198,7 @@ class CheckpointManager:
     def _finalize(self, step: int, tmp: Path, meta: dict) -> None:
         # DCP's coordinator writes .metadata only after every rank's shards are written, so once
         # rank 0 is here the folder holds the whole checkpoint.
-        if _rank() == 0:
+        if dist_utils.rank() == 0:
             final = self.folder / f"step-{step}"
             marker = {"step": step, **meta, "files": _file_sizes(tmp)}
             with open(tmp / MARKER, "w") as f:
@@ -218,7 +210,7 @@ class CheckpointManager:
             os.replace(tmp, final)
             logger.info(f"checkpoint saved: {final}")
             self._purge()
-        _barrier()
+        dist_utils.barrier()
 
     def _purge(self) -> None:
         """Delete complete checkpoints beyond the newest ``keep_latest_k``; stage-final ones stay."""

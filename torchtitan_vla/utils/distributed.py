@@ -97,8 +97,3 @@ def all_reduce(tensor: torch.Tensor, mesh: DeviceMesh | None, op: dist.ReduceOp.
 def all_reduce_sum(tensor: torch.Tensor, mesh: DeviceMesh | None) -> torch.Tensor:
     """Sum of ``tensor`` over the ranks of ``mesh`` (a new tensor, without gradient)."""
     return all_reduce(tensor.detach().clone(), mesh, dist.ReduceOp.SUM)
-
-
-def all_reduce_max(tensor: torch.Tensor, mesh: DeviceMesh | None) -> torch.Tensor:
-    """Maximum of ``tensor`` over the ranks of ``mesh`` (a new tensor, without gradient)."""
-    return all_reduce(tensor.detach().clone(), mesh, dist.ReduceOp.MAX)
