@@ -30,6 +30,8 @@ def test_sinks_receive_every_log_step(tmp_path, monkeypatch):
         assert {"loss/text", "loss/action", "grad_norm", "lr/expert", "throughput/samples_per_s",
                 "throughput/tokens_per_s", "time/data_wait_fraction", "memory/peak_rss_gib"} <= set(r)
         assert r["mfu_pct"] is None  # CPU without a stated nominal peak
+        # Counted from the host batches: every stand-in sample is 12 unpadded tokens.
+        assert r["throughput/tokens_per_s"] == pytest.approx(12 * r["throughput/samples_per_s"], rel=1e-9)
     val = [r for r in records if "val/loss" in r]
     assert [r["step"] for r in val] == [8, 10]
     assert val[0]["val/loss"] != val[1]["val/loss"], "the model changed between validations"

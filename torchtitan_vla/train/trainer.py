@@ -256,6 +256,7 @@ class Trainer:
 
     # ========================================================================================== step
     def _next_batch(self, st: _Stage) -> dict:
+        """The next micro-batch as the loader made it (on the CPU)."""
         if st.data_iter is None:
             st.data_iter = iter(st.dataloader)
         try:
@@ -264,13 +265,16 @@ class Trainer:
             logger.info("data loader exhausted: starting a new pass")
             st.data_iter = iter(st.dataloader)
             batch = next(st.data_iter)
-        return move_to(batch, self.device)
+        return batch
 
     def _train_step(self, st: _Stage, step: int) -> dict:
         cfg = st.cfg.training
         t0 = time.perf_counter()
-        microbatches = [self._next_batch(st) for _ in range(self.accumulation)]
+        host_batches = [self._next_batch(st) for _ in range(self.accumulation)]
         t_data = time.perf_counter() - t0
+        # Throughput figures from the host copies: read on the device they would sync every step.
+        throughput = self._throughput_counts(st, host_batches)
+        microbatches = [move_to(mb, self.device) for mb in host_batches]
         local = {t: sum(batch_counts(mb)[t] for mb in microbatches) for t in LOSS_TERMS}
         counts = global_counts(local, self.dp_mesh)
         weights = {"text": cfg.text_loss_weight, "action": cfg.action_loss_weight}
@@ -315,7 +319,7 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         self._steps_run += 1
         self._time_trained += elapsed
-        self._accumulate_window(st, microbatches, elapsed, t_data)
+        self._accumulate_window(throughput, elapsed, t_data)
         return {"sums": sums, "counts": counts, "weights": weights, "grad_norm": grad_norm, "lrs": lrs,
                 "per_sample": per_sample}
 
@@ -323,15 +327,22 @@ class Trainer:
     def _reset_window(self) -> None:
         self._window = {"steps": 0, "time": 0.0, "data": 0.0, "samples": 0.0, "tokens": 0.0, "flops": 0.0}
 
-    def _accumulate_window(self, st: _Stage, microbatches: list[dict], elapsed: float, t_data: float) -> None:
+    def _throughput_counts(self, st: _Stage, host_batches: list[dict]) -> dict[str, float]:
+        """Samples, tokens and model FLOPs of one step's micro-batches (plain numbers)."""
+        counts = {"samples": 0.0, "tokens": 0.0, "flops": 0.0}
+        for mb in host_batches:
+            counts["samples"] += mb["input_ids"].shape[0]
+            counts["tokens"] += float(mb["attention_mask"].sum()) if "attention_mask" in mb else mb["input_ids"].numel()
+            counts["flops"] += sum(self.flops.batch_flops(mb, st.cfg.training.trainable).values())
+        return counts
+
+    def _accumulate_window(self, throughput: dict[str, float], elapsed: float, t_data: float) -> None:
         w = self._window
         w["steps"] += 1
         w["time"] += elapsed
         w["data"] += t_data
-        for mb in microbatches:
-            w["samples"] += mb["input_ids"].shape[0]
-            w["tokens"] += float(mb["attention_mask"].sum()) if "attention_mask" in mb else mb["input_ids"].numel()
-            w["flops"] += sum(self.flops.batch_flops(mb, st.cfg.training.trainable).values())
+        for key, value in throughput.items():
+            w[key] += value
 
     def _per_source(self, st: _Stage, per_sample: list) -> dict[str, float]:
         """Loss of each term per data source, when the model returns per-sample sums and counts."""
