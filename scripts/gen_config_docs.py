@@ -15,6 +15,7 @@ from pathlib import Path
 from torchtitan_vla.config import JobConfig
 from torchtitan_vla.config.curriculum import Stage
 from torchtitan_vla.config.docs import field_docs
+from torchtitan_vla.config.loader import type_name
 from torchtitan_vla.config.printing import _toml_value
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -53,13 +54,6 @@ by source or component names (`mixture`, `validation_mixture`, `component_lr`,
 """
 
 
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is None:
-        return getattr(tp, "__name__", str(tp))
-    return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
-
-
 def _default(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         value = f.default
@@ -83,7 +77,8 @@ def _table(cls: type, title: str, lines: list[str]) -> list[type]:
             if dataclasses.is_dataclass(candidate):
                 nested.append((candidate, f"{title}.{f.name}"))
         doc = docs.get(f.name, "").replace("\n", " ").replace("|", "\\|")
-        lines.append(f"| `{f.name}` | `{_type_name(tp)}` | {_default(f)} | {doc} |")
+        kind = type_name(tp).replace("|", "\\|")  # a choice "a" | "b" inside a table cell
+        lines.append(f"| `{f.name}` | `{kind}` | {_default(f)} | {doc} |")
     lines.append("")
     return nested
 

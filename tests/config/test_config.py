@@ -79,6 +79,11 @@ def test_int_accepted_for_float_but_not_bool_for_int(tmp_path):
         ("[training]\nsteps = 'ten'\n", r"'training.steps' expects int, got str 'ten'"),
         ("[data]\nmixture = { robot = 'x' }\n", r"'data.mixture.robot' expects float, got str 'x'"),
         ("[[data.sources]]\nname = 'a'\nkind = 'lerobot'\npaht = '/x'\n", r"unknown key 'data.sources\[0\].paht'"),
+        ("[lr_schedule]\nkind = 'cosin'\n",
+         r"'lr_schedule.kind' must be one of \"cosine\" \| \"wsd\" \| \"linear\" \| \"constant\", got str 'cosin'; "
+         r"did you mean 'cosine'\?"),
+        ("[[curriculum.stages]]\nname = 'a'\nsteps = 1\n[curriculum.stages.checkpoint]\nexport_dtype = 'float16'\n",
+         r"'curriculum.stages\[0\].checkpoint.export_dtype' must be one of \"float32\" \| \"bfloat16\", got str 'float16'"),
     ],
 )
 def test_bad_toml_names_file_key_and_hint(tmp_path, toml, expected):
@@ -224,6 +229,12 @@ def test_train_py_print_config_shows_three_debug_stages():
         (["--config", str(DEBUG_TOML), "--trainig.steps=1"], "unknown section 'trainig'; did you mean 'training'"),
         (["--config", str(DEBUG_TOML), "--training.steps=abc"], "'training.steps' expects int, got str 'abc'"),
         (["--config", str(DEBUG_TOML), "stray"], "unexpected argument 'stray'"),
+        (["--config", str(DEBUG_TOML), "--curriculum.stages.finetune.lr_schedule.kind=cosin"],
+         "'curriculum.stages.finetune.lr_schedule.kind' must be one of \"cosine\" | \"wsd\" | \"linear\" | "
+         "\"constant\", got str 'cosin'; "
+         "did you mean 'cosine'?"),
+        (["--config", str(DEBUG_TOML), "--action_expert.prefix_attention=bidirectionnal"],
+         "did you mean 'bidirectional'?"),
         ([], "--config FILE.toml is required"),
     ],
 )

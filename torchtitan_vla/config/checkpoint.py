@@ -1,6 +1,9 @@
 """Checkpointing, resumption and export."""
 
 from dataclasses import dataclass
+from typing import Literal
+
+ExportDtype = Literal["float32", "bfloat16"]
 
 
 @dataclass
@@ -17,7 +20,7 @@ class Checkpoint:
     keep_latest_k: int = 3
     """Keep the newest k complete checkpoints (stage-final ones are always kept); 0 keeps all."""
 
-    async_mode: str = "disabled"
+    async_mode: Literal["disabled", "async"] = "disabled"
     """``disabled`` or ``async`` (save in a background thread; CUDA only)."""
 
     load_step: int = -1
@@ -41,7 +44,7 @@ class Checkpoint:
     export_hf: bool = False
     """At the end of the job, also export the VLM part in Hugging Face format."""
 
-    export_dtype: str = "float32"
+    export_dtype: ExportDtype = "float32"
     """Dtype of exported weights: ``float32`` or ``bfloat16``."""
 
     export_folder: str = "export"

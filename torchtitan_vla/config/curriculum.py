@@ -1,7 +1,7 @@
 """The curriculum: stages run in order in one job, each a set of overrides of the other sections."""
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Eval:
     closed_loop_episodes: int = 0
     """Closed-loop evaluation episodes run on the final policy; 0 skips the evaluation."""
 
-    env: str = "toyworld"
+    env: Literal["toyworld", "metaworld"] = "toyworld"
     """Simulator of the closed-loop evaluation: ``toyworld`` (the embedded debug world) or ``metaworld``."""
 
     max_episode_steps: int = 40

@@ -32,11 +32,14 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 # --------------------------------------------------------------------------------------------------
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """How a field type reads in errors and in docs/configuration.md (a choice: ``"a" | "b"``)."""
     origin = typing.get_origin(tp)
     if origin is None:
         return getattr(tp, "__name__", str(tp))
-    args = ", ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return " | ".join(f'"{choice}"' for choice in typing.get_args(tp))
+    args = ", ".join(type_name(a) for a in typing.get_args(tp))
     return f"{getattr(origin, '__name__', str(origin))}[{args}]"
 
 
@@ -53,22 +56,29 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{key}' must be a table, got {_describe(value)}")
         return _build_dataclass(tp, value, key, source)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, str) and value in choices:
+            return value
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{source}: '{key}' must be one of {type_name(tp)}, got {_describe(value)}{hint}")
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key, source)
             except ConfigError:
                 continue
-        raise ConfigError(f"{source}: '{key}' expects {_type_name(tp)}, got {_describe(value)}")
+        raise ConfigError(f"{source}: '{key}' expects {type_name(tp)}, got {_describe(value)}")
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{source}: '{key}' expects {_type_name(tp)}, got {_describe(value)}")
+            raise ConfigError(f"{source}: '{key}' expects {type_name(tp)}, got {_describe(value)}")
         return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict:
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{key}' expects {_type_name(tp)}, got {_describe(value)}")
+            raise ConfigError(f"{source}: '{key}' expects {type_name(tp)}, got {_describe(value)}")
         return {str(k): _coerce(v, val_tp, f"{key}.{k}", source) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
@@ -84,7 +94,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return value
     else:  # pragma: no cover - a field type this loader does not know is a programming error
         raise TypeError(f"unsupported config field type {tp!r} for {key}")
-    raise ConfigError(f"{source}: '{key}' expects {_type_name(tp)}, got {_describe(value)}")
+    raise ConfigError(f"{source}: '{key}' expects {type_name(tp)}, got {_describe(value)}")
 
 
 def _unknown_key_error(cls: type, key: str, prefix: str, source: str) -> ConfigError:
@@ -160,7 +170,7 @@ def _parse_cli_value(raw: str, tp: Any) -> Any:
     Strings stay verbatim; everything else is read as a TOML value (``3``, ``1e-4``, ``true``,
     ``["a", "b"]``, ``{ robot = 0.8 }``); lists also accept the comma-separated form ``a,b``.
     """
-    if tp is str:
+    if tp is str or typing.get_origin(tp) is typing.Literal:
         return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]

@@ -1,6 +1,12 @@
 """The VLM prior (Qwen3-VL) and the Action Expert that turns it into a policy."""
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+Fusion = Literal["joint", "late"]
+StateMode = Literal["continuous", "discrete"]
+TimeConditioning = Literal["mlp", "adarms"]
+PrefixAttention = Literal["causal", "bidirectional"]
 
 
 @dataclass
@@ -46,7 +52,7 @@ class ActionExpert:
     enable: bool = True
     """Build the Action Expert. Off: a plain Qwen3-VL (VLM-only training, text loss only)."""
 
-    fusion: str = "joint"
+    fusion: Fusion = "joint"
     """``joint``: pi0 mixture of transformers, one attention per layer over VLM and expert tokens.
     ``late``: an independent expert that reads the VLM's final hidden states through a projector."""
 
@@ -68,21 +74,21 @@ class ActionExpert:
     max_state_dim: int = 32
     """Proprioceptive states are zero-padded to this width."""
 
-    state_mode: str = "continuous"
+    state_mode: StateMode = "continuous"
     """``continuous``: one projected state token before the actions (pi0).
     ``discrete``: the state quantised into text tokens in the prompt (pi0.5)."""
 
     state_bins: int = 256
     """Number of bins per state dimension for ``state_mode = "discrete"``."""
 
-    time_conditioning: str = "mlp"
+    time_conditioning: TimeConditioning = "mlp"
     """``mlp``: the time embedding is mixed into each action token by an MLP (pi0).
     ``adarms``: adaptive RMSNorm with zero-initialised gates in every expert layer (pi0.5)."""
 
     knowledge_insulation: bool = False
     """Stop the flow loss's gradient at the VLM's keys/values, so only the text loss trains the VLM."""
 
-    prefix_attention: str = "causal"
+    prefix_attention: PrefixAttention = "causal"
     """Attention among the VLM prefix tokens of robot samples: ``causal`` (the VLM's own) or
     ``bidirectional`` (pi0's prefix-LM: image tokens also see the instruction). Web samples, whose text is
     predicted token by token, are causal either way."""

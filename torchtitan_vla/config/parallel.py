@@ -1,6 +1,10 @@
 """How the model is spread over devices: mesh, sharding, activation checkpointing, compilation."""
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+VisionFSDPUnit = Literal["whole", "block"]
+ACMode = Literal["none", "full", "selective"]
 
 
 @dataclass
@@ -17,13 +21,13 @@ class Parallelism:
     fsdp_reshard_after_forward: str = "default"
     """``default`` (reshard blocks, keep the final norm and head), ``always`` or ``never``."""
 
-    vision_fsdp_unit: str = "whole"
+    vision_fsdp_unit: VisionFSDPUnit = "whole"
     """``whole``: the vision encoder is one FSDP unit (few, large all-gathers); ``block``: one per block."""
 
 
 @dataclass
 class ActivationCheckpoint:
-    mode: str = "none"
+    mode: ACMode = "none"
     """``none``, ``full`` (recompute whole blocks) or ``selective``."""
 
     selective_option: str = "op"

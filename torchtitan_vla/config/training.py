@@ -1,11 +1,17 @@
 """The optimisation: optimizer, learning-rate schedule and the training loop's own settings."""
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+OptimizerName = Literal["AdamW"]
+OptimizerImplementation = Literal["foreach", "fused", "for-loop"]
+LRScheduleKind = Literal["cosine", "wsd", "linear", "constant"]
+PrecisionName = Literal["float32", "bfloat16", "float16"]
 
 
 @dataclass
 class Optimizer:
-    name: str = "AdamW"
+    name: OptimizerName = "AdamW"
     """Optimizer class; AdamW is the one supported."""
 
     lr: float = 3e-4
@@ -29,13 +35,13 @@ class Optimizer:
     eps: float = 1e-8
     """AdamW epsilon."""
 
-    implementation: str = "foreach"
+    implementation: OptimizerImplementation = "foreach"
     """``foreach``, ``fused`` (CUDA) or ``for-loop``."""
 
 
 @dataclass
 class LRSchedule:
-    kind: str = "cosine"
+    kind: LRScheduleKind = "cosine"
     """``cosine`` (warmup then cosine decay), ``wsd`` (warmup-stable-decay), ``linear`` or ``constant``."""
 
     warmup_steps: int = 0
@@ -72,10 +78,10 @@ class Training:
     trainable: list[str] = field(default_factory=lambda: ["vision", "decoder", "expert"])
     """Components whose parameters train; the others are frozen (no gradient, no optimizer state)."""
 
-    mixed_precision_param: str = "bfloat16"
+    mixed_precision_param: PrecisionName = "bfloat16"
     """Compute dtype of parameters under FSDP on GPU (master weights stay float32). CPU runs use float32."""
 
-    mixed_precision_reduce: str = "float32"
+    mixed_precision_reduce: PrecisionName = "float32"
     """Dtype of gradient reduction under FSDP."""
 
     ema_decay: float = 0.0

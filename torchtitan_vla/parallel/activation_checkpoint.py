@@ -9,6 +9,7 @@ region exactly as with torchtitan's ``fully_shard(checkpoint_wrapper(block))``.
 from __future__ import annotations
 
 import functools
+import typing
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -16,9 +17,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from torchtitan_vla.config.parallel import ActivationCheckpoint
+from torchtitan_vla.config.parallel import ACMode, ActivationCheckpoint
 
-AC_MODES = ("none", "full", "selective")
+AC_MODES = typing.get_args(ACMode)
 
 _MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default}
 

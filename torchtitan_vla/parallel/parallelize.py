@@ -22,12 +22,14 @@ keeps no state for them.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 
 from torch import nn
 from torch.distributed.fsdp import register_fsdp_forward_method
 
 from torchtitan_vla.config import JobConfig
+from torchtitan_vla.config.parallel import VisionFSDPUnit
 from torchtitan_vla.utils.logging import logger
 
 from .activation_checkpoint import apply_ac, validate_ac_config
@@ -36,7 +38,7 @@ from .fsdp import FSDPSettings, disable_gradient_division, mixed_precision
 from .parallel_dims import ParallelDims
 
 COMPONENT_ORDER = ("vision", "decoder", "expert")
-VISION_FSDP_UNITS = ("whole", "block")
+VISION_FSDP_UNITS = typing.get_args(VisionFSDPUnit)
 
 # Entry points other than forward that must see gathered root parameters.
 ROOT_METHODS = ("sample_actions",)

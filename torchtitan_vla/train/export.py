@@ -22,10 +22,10 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from torchtitan_vla.config import JobConfig, config_to_dict
+from torchtitan_vla.parallel.fsdp import dtype_from_name
 from torchtitan_vla.utils import distributed as dist_utils
 from torchtitan_vla.utils.logging import logger
 
-EXPORT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 VLM_CONFIG_DIR = "vlm"  # the VLM architecture (HF config.json), relative to the export folder
 
 
@@ -79,9 +79,7 @@ def full_state_dict(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Ten
 
 def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file: str, dtype: str) -> None:
     """Write the exported policy folder atomically (a temp folder renamed at the end); every rank calls it."""
-    if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"checkpoint.export_dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
-    state = full_state_dict(model, EXPORT_DTYPES[dtype])
+    state = full_state_dict(model, dtype_from_name(dtype, "checkpoint.export_dtype"))
     if dist_utils.rank() == 0:
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,12 +7,13 @@ that step, and a step past the end of the stage keeps the final value (never a n
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 
-from torchtitan_vla.config.training import LRSchedule
+from torchtitan_vla.config.training import LRSchedule, LRScheduleKind
 
-KINDS = ("cosine", "wsd", "linear", "constant")
+KINDS = typing.get_args(LRScheduleKind)
 
 
 def lr_multiplier(cfg: LRSchedule, step: int, total_steps: int) -> float:

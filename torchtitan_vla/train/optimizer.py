@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import typing
+
 import torch
 from torch import nn
 
 from torchtitan_vla.config.training import Optimizer as OptimizerConfig
+from torchtitan_vla.config.training import OptimizerImplementation
 
-IMPLEMENTATIONS = ("foreach", "fused", "for-loop")
+IMPLEMENTATIONS = typing.get_args(OptimizerImplementation)
 
 
 def _no_decay_params(module: nn.Module) -> set[int]:

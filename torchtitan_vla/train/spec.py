@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from torchtitan_vla.config import JobConfig
+from torchtitan_vla.parallel.fsdp import dtype_from_name
 from torchtitan_vla.parallel.parallel_dims import ParallelDims
 from torchtitan_vla.parallel.parallelize import parallelize_vla
 
@@ -85,9 +86,9 @@ def _export_hf(model: nn.Module, cfg: JobConfig, folder: Path) -> None:
 
     from torchtitan_vla.utils import distributed as dist_utils
 
-    from .export import EXPORT_DTYPES, full_state_dict
+    from .export import full_state_dict
 
-    state = full_state_dict(model, EXPORT_DTYPES[cfg.checkpoint.export_dtype])
+    state = full_state_dict(model, dtype_from_name(cfg.checkpoint.export_dtype, "checkpoint.export_dtype"))
     if dist_utils.rank() == 0:
         # An unsharded CPU copy on rank 0 gives the model's own HF mapping (adapter, LoRA merge).
         tokenizer = _build_tokenizer(cfg) if _tokenizer_path(cfg) else None

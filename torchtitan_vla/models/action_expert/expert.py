@@ -7,11 +7,13 @@ In joint fusion the expert's transformer layers live inside the decoder's ``Join
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import torch
 from torch import nn
 
 from ...config.model import ActionExpert as ActionExpertConfig
+from ...config.model import Fusion, PrefixAttention, StateMode, TimeConditioning
 from ..qwen3_vl.args import TextArgs
 from ..qwen3_vl.decoder import INIT_STD, RMSNorm
 from ..qwen3_vl.masks import bidirectional_mask
@@ -21,10 +23,10 @@ from .layers import ExpertLayer
 from .masks import suffix_blocks, suffix_mask
 from .norms import AdaRMSNorm
 
-FUSIONS = ("joint", "late")
-STATE_MODES = ("continuous", "discrete")
-TIME_CONDITIONINGS = ("mlp", "adarms")
-PREFIX_ATTENTIONS = ("causal", "bidirectional")
+FUSIONS = typing.get_args(Fusion)
+STATE_MODES = typing.get_args(StateMode)
+TIME_CONDITIONINGS = typing.get_args(TimeConditioning)
+PREFIX_ATTENTIONS = typing.get_args(PrefixAttention)
 
 
 def validate_expert_config(cfg: ActionExpertConfig) -> None:
