@@ -33,7 +33,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchtitan_vla.config import load_config, resolve_stages
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.sample import Collator
-from torchtitan_vla.models.qwen3_vl.tokenizer import build_debug_tokenizer
+from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 from torchtitan_vla.train.spec import default_spec
 from torchtitan_vla.train.trainer import Trainer
 from torchtitan_vla.utils import distributed as dist_utils

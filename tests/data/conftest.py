@@ -10,7 +10,7 @@ from torchtitan_vla.config import JobConfig
 from torchtitan_vla.config.data import DataSource
 from torchtitan_vla.data import write_cc12m_shards, write_lerobot_dataset, write_obelics_parquet
 from torchtitan_vla.data.generate import synthetic_captions, synthetic_documents, synthetic_episodes
-from torchtitan_vla.models.qwen3_vl.tokenizer import build_debug_tokenizer
+from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 
 CAMERAS = ("observation.images.main", "observation.images.wrist")
 

@@ -17,7 +17,7 @@ from torchtitan_vla.envs.toyworld.generate import (
     world_of,
 )
 from torchtitan_vla.envs.toyworld.world import KINDS, WorldConfig
-from torchtitan_vla.models.qwen3_vl.tokenizer import Tokenizer
+from torchtitan_vla.processing.tokenizer import Tokenizer
 
 
 def _tokenizer(out):

@@ -15,7 +15,7 @@ from distributed_helper import REPO_ROOT, run_torchrun
 
 from torchtitan_vla.config import load_config, resolve_stages
 from torchtitan_vla.models.qwen3_vl import load_hf_checkpoint
-from torchtitan_vla.models.qwen3_vl.tokenizer import Tokenizer, build_debug_tokenizer
+from torchtitan_vla.processing.tokenizer import Tokenizer, build_debug_tokenizer
 from torchtitan_vla.train.spec import default_spec
 from torchtitan_vla.train.trainer import Trainer
 

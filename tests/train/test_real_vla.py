@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from torchtitan_vla.config import load_config, resolve_stages
-from torchtitan_vla.models.qwen3_vl.tokenizer import build_debug_tokenizer
+from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 from torchtitan_vla.train.main import run
 
 TOML = """

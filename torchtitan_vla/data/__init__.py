@@ -1,5 +1,6 @@
 """Data: LeRobot and web readers, the sample/batch contract, packing, mixtures and the data loader."""
 
+from .batch import Batch
 from .lerobot import LeRobotReader
 from .loader import VLADataLoader, build_dataloader
 from .sample import IGNORE_INDEX, Collator, Sample
@@ -8,6 +9,7 @@ from .write_web import write_cc12m_shards, write_obelics_parquet
 
 __all__ = [
     "IGNORE_INDEX",
+    "Batch",
     "Collator",
     "LeRobotReader",
     "Sample",

@@ -1,6 +1,6 @@
 """Turning raw content into tokenized Documents: robot prompts, captions and interleaved web pages.
 
-Chat rendering, placeholder expansion and image patchify are the processor's (``models/qwen3_vl``); this
+Chat rendering, placeholder expansion and image patchify are the processor's (``processing/``); this
 module only decides what each kind of sample says and where the loss goes.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..models.qwen3_vl.chat import encode_prompt, encode_prompt_answer, image_placeholder
-from ..models.qwen3_vl.processor import preprocess_image, preprocess_images
-from ..models.qwen3_vl.tokenizer import ENDOFTEXT, Tokenizer
+from ..processing.chat import encode_prompt, encode_prompt_answer, image_placeholder
+from ..processing.processor import preprocess_image, preprocess_images
+from ..processing.tokenizer import ENDOFTEXT, Tokenizer
 from .document import Document
 from .sample import IGNORE_INDEX
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from torchtitan_vla.models.qwen3_vl.chat import IGNORE_INDEX
+from torchtitan_vla.processing.chat import IGNORE_INDEX
 
 
 @dataclass

@@ -200,7 +200,7 @@ def generate_demonstrations(
     """Write scripted demonstrations of ``tasks`` as a LeRobot v3.0 dataset at ``root``, plus
     ``root/tokenizer.json``, a debug-flavor tokenizer that covers the instructions (for CPU runs)."""
     from torchtitan_vla.data.write_lerobot import write_lerobot_dataset
-    from torchtitan_vla.models.qwen3_vl.tokenizer import build_debug_tokenizer
+    from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")

@@ -29,7 +29,7 @@ from torchtitan_vla.data.normalize import Normalizer
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.robot import robot_sample
 from torchtitan_vla.data.sample import Collator
-from torchtitan_vla.models.qwen3_vl.tokenizer import Tokenizer
+from torchtitan_vla.processing.tokenizer import Tokenizer
 from torchtitan_vla.models.vla import VLA
 
 from .key_map import ObservationKeyMap

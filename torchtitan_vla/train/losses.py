@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from torchtitan_vla.models.action_expert.flow import valid_action_mask
-from torchtitan_vla.models.qwen3_vl.chat import IGNORE_INDEX
+from torchtitan_vla.processing.chat import IGNORE_INDEX
 
 LOSS_TERMS = ("text", "action")
 """Loss terms: ``forward`` returns ``<term>_loss_sum``; the counts are ``text_tokens`` / ``action_elements``."""

@@ -54,7 +54,7 @@ def _tokenizer_path(cfg: JobConfig) -> str:
 
 
 def _build_tokenizer(cfg: JobConfig):
-    from torchtitan_vla.models.qwen3_vl.tokenizer import Tokenizer
+    from torchtitan_vla.processing.tokenizer import Tokenizer
 
     path = _tokenizer_path(cfg)
     if not path:

@@ -27,7 +27,7 @@ import numpy as np
 
 from torchtitan_vla.data.write_lerobot import write_lerobot_dataset
 from torchtitan_vla.data.write_web import write_cc12m_shards, write_obelics_parquet
-from torchtitan_vla.models.qwen3_vl.tokenizer import build_debug_tokenizer
+from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 from torchtitan_vla.utils.logging import init_logging, logger
 
 from .demos import demo_episode

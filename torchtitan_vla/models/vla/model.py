@@ -24,20 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.model import ActionExpert as ActionExpertConfig
-from ..config.model import Model as ModelConfig
-from .action_expert.expert import ActionExpertModel
-from .action_expert.flow import flow_loss_sums, noisy_actions, sample_time, valid_action_mask, velocity_target
-from .action_expert.layers import ExpertInputs, JointLayer
-from .action_expert.masks import suffix_mask
-from .lora import LoRALinear, apply_lora, is_lora_parameter
-from .qwen3_vl.args import FLAVORS, Qwen3VLArgs
-from .qwen3_vl.chat import IGNORE_INDEX
-from .qwen3_vl.hf_checkpoint import read_hf_config, read_hf_state_dict
-from .qwen3_vl.kv_cache import KVCache
-from .qwen3_vl.masks import build_mask
-from .qwen3_vl.model import Qwen3VLModel
-from .qwen3_vl.state_dict_adapter import Qwen3VLStateDictAdapter
+from ...config.model import ActionExpert as ActionExpertConfig
+from ...config.model import Model as ModelConfig
+from ..action_expert.expert import ActionExpertModel
+from ..action_expert.flow import flow_loss_sums, noisy_actions, sample_time, valid_action_mask, velocity_target
+from ..action_expert.layers import ExpertInputs, JointLayer
+from ..action_expert.masks import suffix_mask
+from ..lora import LoRALinear, apply_lora, is_lora_parameter
+from ...processing.chat import IGNORE_INDEX
+from ..qwen3_vl.args import FLAVORS, Qwen3VLArgs
+from ..qwen3_vl.hf_checkpoint import read_hf_config, read_hf_state_dict
+from ..qwen3_vl.kv_cache import KVCache
+from ..qwen3_vl.masks import build_mask
+from ..qwen3_vl.model import Qwen3VLModel
+from ..qwen3_vl.state_dict_adapter import Qwen3VLStateDictAdapter
 
 COMPONENTS = ("vision", "decoder", "expert")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from torchtitan_vla.models.qwen3_vl import processor as P
+from torchtitan_vla.processing import processor as P
 
 transformers = pytest.importorskip("transformers")
 from transformers import Qwen2VLImageProcessorPil  # noqa: E402

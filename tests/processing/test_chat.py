@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchtitan_vla.models.qwen3_vl.chat import (
+from torchtitan_vla.processing.chat import (
     IGNORE_INDEX,
     encode_prompt,
     encode_prompt_answer,
@@ -22,8 +22,8 @@ from torchtitan_vla.models.qwen3_vl.chat import (
     render_chat,
     render_messages,
 )
-from torchtitan_vla.models.qwen3_vl.processor import preprocess_image, preprocess_video
-from torchtitan_vla.models.qwen3_vl.tokenizer import build_debug_tokenizer
+from torchtitan_vla.processing.processor import preprocess_image, preprocess_video
+from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 
 transformers = pytest.importorskip("transformers")
 from transformers import PreTrainedTokenizerFast  # noqa: E402

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from torchtitan_vla.models.qwen3_vl import tokenizer as tokenizer_module
-from torchtitan_vla.models.qwen3_vl.tokenizer import (
+from torchtitan_vla.processing import tokenizer as tokenizer_module
+from torchtitan_vla.processing.tokenizer import (
     QWEN_SPECIAL_TOKENS,
     REQUIRED_SPECIAL_TOKENS,
     Tokenizer,
