@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from distributed_helper import free_port
+from tests.distributed_helper import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SBATCH = REPO / "infra" / "slurm" / "train.sbatch"

@@ -62,22 +62,17 @@ class StandIn(nn.Module):
     def blocks(self, component: str) -> list[nn.Module]:
         return list(self.components()[component].blocks if component != "decoder" else self.decoder.layers)
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Mean text cross-entropy plus mean squared action error (a scalar to backpropagate)."""
         vis = self.vision(batch["pixels"])
         h = torch.cat([vis, self.decoder.tok_embeddings(batch["input_ids"])], dim=1)
         for layer in self.decoder.layers:
             h = layer(h)
         h = self.decoder.norm(h)
         logits = self.decoder.lm_head(h[:, vis.shape[1] :])
-        text = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum")
+        text = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
         actions = self.action_out(self.expert(h))[:, -batch["actions"].shape[1] :]
-        action = ((actions - batch["actions"]) ** 2).sum()
-        return {
-            "text_loss_sum": text,
-            "text_tokens": (batch["labels"] != -100).sum(),
-            "action_loss_sum": action,
-            "action_elements": torch.tensor(batch["actions"].numel()),
-        }
+        return text + ((actions - batch["actions"]) ** 2).mean()
 
 
 def standin_batch(batch_size: int, seed: int, seq: int = 6, vocab: int = 64) -> dict:

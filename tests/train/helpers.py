@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from tests.train.standin import standin_spec
+from torchtitan_vla.config import load_config, parse_command_line, resolve_stages
+from torchtitan_vla.train.main import run
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from standin import standin_spec  # noqa: E402
-
-from torchtitan_vla.config import load_config, parse_command_line, resolve_stages  # noqa: E402
-from torchtitan_vla.train.main import run  # noqa: E402
 
 CONFIG = HERE / "standin.toml"
 

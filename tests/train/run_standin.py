@@ -1,14 +1,10 @@
 """``train.py`` with the stand-in model and data: ``[torchrun ...] run_standin.py --config X.toml [--k=v ...]``."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from standin import standin_spec  # noqa: E402
-
-from torchtitan_vla.config import ConfigError, load_config, parse_command_line, resolve_stages  # noqa: E402
-from torchtitan_vla.train.main import run  # noqa: E402
+from tests.train.standin import standin_spec
+from torchtitan_vla.config import ConfigError, load_config, parse_command_line, resolve_stages
+from torchtitan_vla.train.main import run
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 """A small stand-in VLA and a synthetic data mixture with the real interfaces (components, blocks,
-init_weights, forward(batch) -> sums and counts; a StatefulDataLoader of Batch dicts), so the trainer's
-tests exercise the loop, checkpoints and curriculum in seconds."""
+init_weights, forward(batch, options) -> per-sample LossSums; a StatefulDataLoader of Batch objects), so
+the trainer's tests exercise the loop, checkpoints and curriculum in seconds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from torch import nn
 from torch.utils.data import IterableDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.models.action_expert.flow import valid_action_mask
+from torchtitan_vla.models.vla.options import ForwardOptions, LossSums
 from torchtitan_vla.train.spec import TrainSpec
 
 VOCAB, DIM, PATCH_DIM, PATCHES, SEQ = 48, 16, 12, 4, 12
@@ -91,36 +93,28 @@ class StandInVLA(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, batch: dict) -> dict:
-        ids, labels = batch["input_ids"], batch["labels"]
+    def forward(self, batch: Batch, options: ForwardOptions = ForwardOptions()) -> LossSums:
+        ids, labels = batch.input_ids, batch.labels
         b = ids.shape[0]
-        image = self.vision(batch["pixel_values"]).view(b, PATCHES, DIM).mean(1)
+        image = self.vision(batch.pixel_values).view(b, PATCHES, DIM).mean(1)
         h = self.decoder.tok_embeddings(ids) + image[:, None]
         for layer in self.decoder.layers:
             h = layer(h)
         logits = self.decoder.lm_head(self.decoder.norm(h))
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(b, -1)
-        actions = batch["actions"]
-        t = torch.rand(b, device=ids.device)
+        actions = batch.actions
+        flow = options.flow_time
+        t = torch.distributions.Beta(flow.alpha, flow.beta).sample((b,)).to(ids.device) * flow.scale + flow.offset
         noise = torch.randn_like(actions)
         x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
         e = self.expert
-        z = e.action_in(x_t) + (e.state_in(batch["state"]) + h.mean(1) + e.time_in(t[:, None]))[:, None]
+        context = h.mean(1).detach() if options.knowledge_insulation else h.mean(1)
+        z = e.action_in(x_t) + (e.state_in(batch.state) + context + e.time_in(t[:, None]))[:, None]
         for block in e.blocks:
             z = block(z)
-        valid = valid_action_mask(batch["action_dim_mask"], batch["action_is_pad"], batch["has_actions"])
+        valid = valid_action_mask(batch.action_dim_mask, batch.action_is_pad, batch.has_actions)
         action_sq = ((e.action_out(z) - (noise - actions)) ** 2 * valid).sum(dim=(1, 2))
-        text = ce.sum(1)
-        return {
-            "text_loss_sum": text.sum(),
-            "text_tokens": (labels != -100).sum(),
-            "action_loss_sum": action_sq.sum(),
-            "action_elements": valid.sum(),
-            "text_loss_per_sample": text.detach(),
-            "text_tokens_per_sample": (labels != -100).sum(1),
-            "action_loss_per_sample": action_sq.detach(),
-            "action_elements_per_sample": valid.sum(dim=(1, 2)),
-        }
+        return LossSums(text=ce.sum(1), action=action_sq)
 
 
 class SyntheticMixture(IterableDataset):
@@ -167,15 +161,17 @@ class SyntheticMixture(IterableDataset):
         self.index = state["index"]
 
 
-def collate(samples: list[dict]) -> dict:
-    batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0] if k != "pixel_values"}
+def collate(samples: list[dict]) -> Batch:
+    stacked = {k: torch.stack([s[k] for s in samples]) for k in samples[0] if k != "pixel_values"}
     b = len(samples)
-    batch["pixel_values"] = torch.cat([s["pixel_values"] for s in samples])
-    batch["image_grid_thw"] = torch.tensor([[1, 2, PATCHES // 2]] * b)
-    batch["attention_mask"] = torch.ones(b, SEQ, dtype=torch.bool)
-    batch["position_ids"] = torch.arange(SEQ).expand(3, b, SEQ).clone()
-    batch["doc_ids"] = torch.zeros(b, SEQ, dtype=torch.long)
-    return batch
+    return Batch(
+        **stacked,
+        pixel_values=torch.cat([s["pixel_values"] for s in samples]),
+        image_grid_thw=torch.tensor([[1, 2, PATCHES // 2]] * b),
+        attention_mask=torch.ones(b, SEQ, dtype=torch.bool),
+        position_ids=torch.arange(SEQ).expand(3, b, SEQ).clone(),
+        doc_ids=torch.zeros(b, SEQ, dtype=torch.long),
+    )
 
 
 class Loader(StatefulDataLoader):

@@ -4,7 +4,7 @@ import json
 import runpy
 import sys
 
-from helpers import HERE
+from tests.train.helpers import HERE
 
 SCRIPT = HERE.parent.parent / "scripts" / "bench_train.py"
 

@@ -2,7 +2,7 @@ import logging
 
 import pytest
 import torch
-from helpers import train
+from tests.train.helpers import train
 
 from torchtitan_vla.config.checkpoint import Checkpoint
 from torchtitan_vla.train.checkpoint import CheckpointManager, check_complete

@@ -3,8 +3,8 @@ from the previous stage's checkpoint continues exactly like the whole job."""
 
 import pytest
 import torch
-from helpers import losses_by_step, read_jsonl, train
-from standin import StandInVLA
+from tests.train.helpers import losses_by_step, read_jsonl, train
+from tests.train.standin import StandInVLA
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from torchtitan_vla.config import ConfigError

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from standin import StandInVLA
+from tests.train.standin import StandInVLA
 
 from torchtitan_vla.train.ema import EMA
 

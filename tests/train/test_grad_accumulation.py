@@ -3,7 +3,7 @@
 
 import pytest
 import torch
-from helpers import losses_by_step, read_jsonl, train
+from tests.train.helpers import losses_by_step, read_jsonl, train
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 # Stage 'vlm' only: its loss is the deterministic text loss (the flow noise is drawn per forward, so a

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from helpers import read_jsonl, train
-from wandb_log import logged_config, logged_history
+from tests.train.helpers import read_jsonl, train
+from tests.train.wandb_log import logged_config, logged_history
 
 from torchtitan_vla.train.metrics import wandb_mode
 

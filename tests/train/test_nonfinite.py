@@ -1,6 +1,6 @@
 """The non-finite guard: injected NaN losses are skipped and counted; K in a row stop the run."""
 
-from helpers import read_jsonl, train
+from tests.train.helpers import read_jsonl, train
 
 STAGE = ["--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=4", "--checkpoint.enable=false"]
 

@@ -1,5 +1,5 @@
 import pytest
-from standin import StandInVLA
+from tests.train.standin import StandInVLA
 
 from torchtitan_vla.config.training import Optimizer
 from torchtitan_vla.train.optimizer import build_optimizer

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import CONFIG, HERE
+from tests.train.helpers import CONFIG, HERE
 
 from torchtitan_vla.train.checkpoint import check_complete, read_meta
 

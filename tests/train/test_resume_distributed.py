@@ -4,8 +4,8 @@ uninterrupted run, across a stage boundary."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from distributed_helper import run_torchrun
-from helpers import CONFIG, HERE, losses_by_step, read_jsonl
+from tests.distributed_helper import run_torchrun
+from tests.train.helpers import CONFIG, HERE, losses_by_step, read_jsonl
 
 SCRIPT = HERE / "run_standin.py"
 ARGS = [f"--curriculum.stages.{s}.steps=3" for s in ("vlm", "cotrain", "finetune")] + [

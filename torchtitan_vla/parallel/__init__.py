@@ -1,11 +1,10 @@
 """Parallelism: the device mesh, one plan per component (AC -> compile -> FSDP2), sharded weight
-loading, and the reductions that must see every rank (gradient norm, loss normalization)."""
+loading, and the gradient-norm reduction that must see every rank."""
 
 from .activation_checkpoint import apply_ac
 from .compile import apply_compile
 from .fsdp import disable_gradient_division, mixed_precision
 from .grad_norm import clip_grad_norm_, total_grad_norm
-from .loss import global_counts, normalize_loss, normalized_loss
 from .parallel_dims import ParallelDims
 from .parallelize import parallelize_vla
 
@@ -15,10 +14,7 @@ __all__ = [
     "apply_compile",
     "clip_grad_norm_",
     "disable_gradient_division",
-    "global_counts",
     "mixed_precision",
-    "normalize_loss",
-    "normalized_loss",
     "parallelize_vla",
     "total_grad_norm",
 ]

@@ -1,4 +1,4 @@
-"""The device mesh: data-parallel replicate x shard (HSDP), with a reserved tensor-parallel dimension."""
+"""The device mesh: data-parallel replicate x shard (HSDP)."""
 
 from __future__ import annotations
 
@@ -9,50 +9,40 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torchtitan_vla.config.parallel import Parallelism
 from torchtitan_vla.utils import distributed as dist_utils
 
-MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
+MESH_DIMS = ("dp_replicate", "dp_shard")
 
 
 @dataclass
 class ParallelDims:
     """Degrees of each parallel dimension and the mesh built from them.
 
-    ``dp_replicate * dp_shard * tp == world_size`` always holds after construction. The mesh has the
-    named dimensions ``dp_replicate``, ``dp_shard`` and ``tp`` (outer to inner: ranks that differ only
-    in ``tp`` are neighbours, ranks of one replica are contiguous), plus a flattened 1-D ``dp`` mesh
-    used for data loading and loss reductions.
+    ``dp_replicate * dp_shard == world_size`` always holds after construction. The mesh has the named
+    dimensions ``dp_replicate`` and ``dp_shard`` (outer to inner: ranks of one replica are contiguous),
+    plus a flattened 1-D ``dp`` mesh used for data loading and loss reductions.
     """
 
     dp_replicate: int
     dp_shard: int
-    tp: int
     world_size: int
     device_type: str = "cpu"
     _mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
     _flat_dp_mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("dp_replicate", "tp", "world_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"parallelism: {name} must be >= 1, got {getattr(self, name)}")
-        if self.tp != 1:
-            raise ValueError(
-                f"parallelism.tensor_parallel_degree={self.tp} is reserved: only 1 is implemented"
-            )
+        # The degrees' own ranges are checked when the configuration loads; the world size is known only now.
         if self.dp_shard == -1:
-            rest, remainder = divmod(self.world_size, self.dp_replicate * self.tp)
+            rest, remainder = divmod(self.world_size, self.dp_replicate)
             if remainder or rest < 1:
                 raise ValueError(
                     f"parallelism: world size {self.world_size} is not divisible by "
-                    f"data_parallel_replicate_degree={self.dp_replicate} x tensor_parallel_degree={self.tp}"
+                    f"data_parallel_replicate_degree={self.dp_replicate}"
                 )
             self.dp_shard = rest
-        if self.dp_shard < 1:
-            raise ValueError(f"parallelism.data_parallel_shard_degree must be >= 1 or -1, got {self.dp_shard}")
-        if self.dp_replicate * self.dp_shard * self.tp != self.world_size:
+        if self.dp_replicate * self.dp_shard != self.world_size:
             raise ValueError(
                 f"parallelism: data_parallel_replicate_degree={self.dp_replicate} x "
-                f"data_parallel_shard_degree={self.dp_shard} x tensor_parallel_degree={self.tp} = "
-                f"{self.dp_replicate * self.dp_shard * self.tp}, but the world size is {self.world_size}"
+                f"data_parallel_shard_degree={self.dp_shard} = {self.dp_replicate * self.dp_shard}, "
+                f"but the world size is {self.world_size}"
             )
 
     @classmethod
@@ -61,7 +51,6 @@ class ParallelDims:
         return cls(
             dp_replicate=cfg.data_parallel_replicate_degree,
             dp_shard=cfg.data_parallel_shard_degree,
-            tp=cfg.tensor_parallel_degree,
             world_size=dist_utils.world_size() if world_size is None else world_size,
             device_type=device_type or dist_utils.device_type(),
         )
@@ -89,7 +78,7 @@ class ParallelDims:
     def _build_meshes(self) -> None:
         if self._mesh is None:
             self._mesh = init_device_mesh(
-                self.device_type, (self.dp_replicate, self.dp_shard, self.tp), mesh_dim_names=MESH_DIMS
+                self.device_type, (self.dp_replicate, self.dp_shard), mesh_dim_names=MESH_DIMS
             )
             # Kept as an object: slicing a flattened dimension back out of the root mesh is deprecated.
             self._flat_dp_mesh = self._mesh["dp_replicate", "dp_shard"]._flatten("dp")
@@ -116,7 +105,7 @@ class ParallelDims:
     @property
     def dp_rank(self) -> int:
         """This rank's index among data-parallel ranks (which slice of the global batch it reads)."""
-        return dist_utils.rank() // self.tp
+        return dist_utils.rank()
 
     @property
     def dp_world_size(self) -> int:

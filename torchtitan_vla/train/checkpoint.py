@@ -113,13 +113,10 @@ class CheckpointManager:
     """Saves and finds the checkpoints of one run folder (``<run>/<checkpoint.folder>``)."""
 
     def __init__(self, folder: str | Path, cfg: CheckpointConfig):
-        if cfg.async_mode not in ("disabled", "async"):
-            raise ValueError(f"checkpoint.async_mode must be 'disabled' or 'async', got {cfg.async_mode!r}")
-        if cfg.interval <= 0:
-            raise ValueError(f"checkpoint.interval must be positive, got {cfg.interval}")
         self.folder = Path(folder)
         self.cfg = cfg
         self._pending: tuple[Future, int, Path, dict] | None = None
+        self.states: dict[str, Any] = {}
         # Async saves run their collectives on a separate gloo group, so they never interleave with
         # the training collectives of the default group (NCCL on GPUs).
         self._async_group = (
@@ -132,7 +129,6 @@ class CheckpointManager:
                 shutil.rmtree(stale, ignore_errors=True)
         dist_utils.barrier()
 
-    # ------------------------------------------------------------------------------------------ find
     def step_folders(self) -> list[tuple[int, Path]]:
         """Finished (renamed) checkpoint folders, oldest first."""
         if not self.folder.is_dir():
@@ -172,12 +168,16 @@ class CheckpointManager:
             logger.warning(f"skipping checkpoint {path}: {reason}; falling back to an older one")
         return None
 
-    # ------------------------------------------------------------------------------------------ save
-    def save(self, step: int, state: dict[str, Any], meta: dict) -> None:
-        """Write ``state`` as ``step-<step>``; ``meta`` (JSON) goes into the completion marker."""
+    def track(self, **states: Any) -> None:
+        """The stateful objects every save writes and every resume restores (model, optimizer, LR
+        scheduler, per-rank data and RNG state, train state, EMA); the trainer re-points them per stage."""
+        self.states = states
+
+    def save(self, step: int, meta: dict) -> None:
+        """Write the tracked state as ``step-<step>``; ``meta`` (JSON) goes into the completion marker."""
         self.wait()
         tmp = self.folder / f"step-{step}.tmp"
-        flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items()}
+        flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in self.states.items()}
         if self.cfg.async_mode == "async":
             future = dcp.async_save(flat, checkpoint_id=str(tmp), process_group=self._async_group)
             self._pending = (future, step, tmp, meta)
@@ -185,6 +185,10 @@ class CheckpointManager:
         else:
             dcp.save(flat, checkpoint_id=str(tmp))
             self._finalize(step, tmp, meta)
+
+    def restore(self, path: Path) -> None:
+        """Load the tracked state from the checkpoint at ``path``."""
+        load_into(path, self.states)
 
     def wait(self) -> None:
         """Block until a background save is finished and published."""
@@ -224,20 +228,19 @@ class CheckpointManager:
             logger.info(f"deleting old checkpoint {path} (keep_latest_k={k})")
             shutil.rmtree(path, ignore_errors=True)
 
-    # ------------------------------------------------------------------------------------------ load
-    @staticmethod
-    def load(path: Path, state: dict[str, Any]) -> None:
-        """Load ``state``'s keys from the checkpoint at ``path`` into the objects of ``state``."""
-        flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items()}
-        dcp.load(flat, checkpoint_id=str(path))
-        for key, obj in state.items():
-            if hasattr(obj, "load_state_dict"):
-                obj.load_state_dict(flat[key])
-            elif isinstance(obj, dict):
-                obj.update(flat[key])
-
     def close(self) -> None:
         self.wait()
         if self._async_group is not None:
             dist.destroy_process_group(self._async_group)
             self._async_group = None
+
+
+def load_into(path: Path, states: dict[str, Any]) -> None:
+    """Load ``states``' keys from the checkpoint at ``path`` into the objects of ``states``."""
+    flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in states.items()}
+    dcp.load(flat, checkpoint_id=str(path))
+    for key, obj in states.items():
+        if hasattr(obj, "load_state_dict"):
+            obj.load_state_dict(flat[key])
+        elif isinstance(obj, dict):
+            obj.update(flat[key])

@@ -5,17 +5,23 @@ Method (stated in every report that prints MFU):
   trainable component, ``2 * P * tokens`` for a frozen one (forward only; its activation gradients,
   when a trainable part upstream needs them, are not counted);
 * tokens per component: vision = image/video patches before merging, decoder = non-padding tokens,
-  expert = (1 state token + H action tokens) per robot sample;
+  expert = its suffix per robot sample as the model lays it out (``ExpertLayout``: a state token only
+  with continuous state, a time token in late fusion, the H action tokens), plus in late fusion the
+  sample's context tokens, which run through the expert's own layers;
 * attention scores and weighted values add ``4 * d_attn`` FLOPs forward per (query, key) pair, times 3
   when trained: per image/frame for vision (bidirectional), causal over each sequence for the decoder,
-  and the expert's suffix tokens over prefix + suffix;
+  the expert's suffix tokens over prefix + suffix, and in late fusion the context among itself;
 * embedding lookups are free; a tied LM head counts once, as the output matmul.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from torchtitan_vla.data.batch import Batch
 
 # bf16 dense peak FLOP/s per device, by a substring of torch.cuda.get_device_name().
 PEAK_FLOPS_BF16 = [
@@ -55,10 +61,22 @@ def _attention_width(module: nn.Module) -> tuple[int, int]:
     return layers, width
 
 
+@dataclass(frozen=True)
+class ExpertLayout:
+    """How many tokens the Action Expert runs per robot sample (``TrainSpec.expert_layout``)."""
+
+    suffix_tokens: int
+    """Condition tokens (state, time) plus the H action tokens."""
+
+    reads_context: bool
+    """Late fusion: the VLM's hidden states of the whole prefix also run through the expert's layers."""
+
+
 class FlopCounter:
     """Per-component parameter counts and attention shapes, measured once from the model."""
 
-    def __init__(self, components: dict[str, nn.Module]):
+    def __init__(self, components: dict[str, nn.Module], expert_layout: ExpertLayout | None):
+        self.expert_layout = expert_layout
         seen: set[int] = set()
         self.params: dict[str, int] = {}
         self.attention: dict[str, tuple[int, int]] = {}
@@ -76,18 +94,21 @@ class FlopCounter:
             self.params[name] = count
             self.attention[name] = _attention_width(module)
 
-    def tokens(self, batch: dict) -> dict[str, int]:
-        vision = 0
-        for key in ("pixel_values", "pixel_values_videos"):
-            if batch.get(key) is not None:
-                vision += int(batch[key].shape[0])
-        decoder = int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
-        expert = 0
-        if "actions" in batch and "has_actions" in batch:
-            expert = int(batch["has_actions"].sum()) * (int(batch["actions"].shape[1]) + 1)
-        return {"vision": vision, "decoder": decoder, "expert": expert}
+    def tokens(self, batch: Batch) -> dict[str, float]:
+        vision = 0.0
+        for pixels in (batch.pixel_values, batch.pixel_values_videos):
+            if pixels is not None:
+                vision += pixels.shape[0]
+        lengths = batch.attention_mask.sum(dim=1).double()
+        expert = 0.0
+        robot = self._robot_rows(batch)
+        if robot is not None:
+            expert = float(robot.sum()) * self.expert_layout.suffix_tokens
+            if self.expert_layout.reads_context:
+                expert += float(lengths[robot].sum())
+        return {"vision": vision, "decoder": float(lengths.sum()), "expert": expert}
 
-    def batch_flops(self, batch: dict, trainable: list[str]) -> dict[str, float]:
+    def batch_flops(self, batch: Batch, trainable: list[str]) -> dict[str, float]:
         """FLOPs of one forward (+ backward for trainable components) of ``batch``, per component."""
         tokens = self.tokens(batch)
         pairs = self._attention_pairs(batch)
@@ -98,21 +119,29 @@ class FlopCounter:
             out[name] = mult * (2.0 * self.params[name] * tokens.get(name, 0) + 4.0 * layers * width * pairs.get(name, 0))
         return out
 
-    @staticmethod
-    def _attention_pairs(batch: dict) -> dict[str, float]:
+    def _robot_rows(self, batch: Batch) -> torch.Tensor | None:
+        """(B,) bool rows the expert is trained on, or None when the expert has no work in this batch."""
+        if self.expert_layout is None or batch.actions is None:
+            return None
+        if batch.has_actions is None:
+            return torch.ones(batch.num_samples, dtype=torch.bool)
+        return batch.has_actions.bool()
+
+    def _attention_pairs(self, batch: Batch) -> dict[str, float]:
         """(query, key) pairs attended per component."""
         vision = 0.0
-        for key in ("image_grid_thw", "video_grid_thw"):
-            grid = batch.get(key)
+        for grid in (batch.image_grid_thw, batch.video_grid_thw):
             if grid is not None and len(grid):
                 per_frame = (grid[:, 1] * grid[:, 2]).double()
                 vision += float((grid[:, 0].double() * per_frame**2).sum())
-        mask = batch.get("attention_mask")
-        lengths = mask.sum(dim=1).double() if mask is not None else torch.full((batch["input_ids"].shape[0],), float(batch["input_ids"].shape[1]))
+        lengths = batch.attention_mask.sum(dim=1).double()
         decoder = float((lengths * (lengths + 1) / 2).sum())
         expert = 0.0
-        if "actions" in batch and "has_actions" in batch:
-            suffix = batch["actions"].shape[1] + 1
-            robot = batch["has_actions"].bool()
-            expert = float((suffix * (lengths[robot] + suffix)).sum())
+        robot = self._robot_rows(batch)
+        if robot is not None:
+            suffix = self.expert_layout.suffix_tokens
+            context = lengths[robot]
+            expert = float((suffix * (context + suffix)).sum())
+            if self.expert_layout.reads_context:
+                expert += float((context**2).sum())
         return {"vision": vision, "decoder": decoder, "expert": expert}

@@ -51,10 +51,6 @@ def closed_loop(cfg: JobConfig, policy_folder: Path) -> dict[str, Any]:
         logger.warning(f"eval.closed_loop_episodes = {episodes} but no exported policy at {policy_folder}; "
                        "set checkpoint.export_policy = true to evaluate")
         return {}
-    if cfg.eval.env != "toyworld":
-        logger.warning(f"eval.env = {cfg.eval.env!r} is evaluated by its own command "
-                       "(python -m torchtitan_vla.eval.metaworld evaluate); skipped here")
-        return {}
     from torchtitan_vla.eval.closed_loop import evaluate_export
 
     logger.info(f"closed-loop evaluation: {episodes} episodes in the toy world")

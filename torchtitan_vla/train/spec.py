@@ -17,6 +17,8 @@ from torchtitan_vla.parallel.fsdp import dtype_from_name
 from torchtitan_vla.parallel.parallel_dims import ParallelDims
 from torchtitan_vla.parallel.parallelize import parallelize_vla
 
+from .flops import ExpertLayout
+
 
 @dataclass
 class TrainSpec:
@@ -25,11 +27,16 @@ class TrainSpec:
 
     build_model: Callable[[JobConfig, Any], nn.Module]
     """(config, tokenizer) -> model; called under ``torch.device("meta")``. The model has
-    ``components()``, ``blocks(name)``, ``init_weights(buffer_device)`` and ``forward(batch) -> sums
-    and counts`` (see the contract's VLA section)."""
+    ``components()``, ``blocks(name)``, ``set_trainable(names)``, ``init_weights(buffer_device)`` and
+    ``forward(batch, options=ForwardOptions) -> LossSums`` (per-sample sums; see ``train/loss.py``)."""
 
     build_dataloader: Callable[[JobConfig, Any, int, int, str], Any]
-    """(config, tokenizer, dp_rank, dp_world_size, split) -> a StatefulDataLoader of Batch dicts."""
+    """(config, tokenizer, dp_rank, dp_world_size, split) -> a StatefulDataLoader of ``Batch`` objects with
+    a ``source_names`` attribute (``Batch.source_id`` indexes it)."""
+
+    expert_layout: Callable[[nn.Module], ExpertLayout | None] | None = None
+    """Model -> the Action Expert's tokens per robot sample, for the FLOP count (MFU). None: the expert's
+    FLOPs are not counted."""
 
     parallelize: Callable[[nn.Module, ParallelDims, JobConfig], nn.Module] = parallelize_vla
     """AC, compile and FSDP, applied on the meta-device model."""
@@ -68,6 +75,12 @@ def _build_model(cfg: JobConfig, tokenizer) -> nn.Module:
     from torchtitan_vla.models.vla import VLA
 
     return VLA.from_config(cfg.model, cfg.action_expert, tokenizer=tokenizer)
+
+
+def _expert_layout(model: nn.Module) -> ExpertLayout | None:
+    if model.expert is None:
+        return None
+    return ExpertLayout(model.expert.num_suffix_tokens, reads_context=model.expert.cfg.fusion == "late")
 
 
 def _build_dataloader(cfg: JobConfig, tokenizer, dp_rank: int, dp_world_size: int, split: str):
@@ -121,6 +134,7 @@ def default_spec() -> TrainSpec:
         build_tokenizer=_build_tokenizer,
         build_model=_build_model,
         build_dataloader=_build_dataloader,
+        expert_layout=_expert_layout,
         load_hf_weights=_load_hf_weights,
         export_hf=_export_hf,
         tokenizer_file=_tokenizer_path,

@@ -1,0 +1,77 @@
+"""The loss contract: the model returns per-sample sums, this module counts targets and normalises.
+
+Counts come from the batch before the forward pass (as torchtitan counts ``labels != ignore_index``):
+text targets are labels other than ``IGNORE_INDEX``, action targets the real dimensions of in-episode
+steps of robot samples. Each rank divides its local sums by the counts summed over all data-parallel
+ranks and all micro-batches of the step, and FSDP *sums* the gradients over ranks (gradient division is
+disabled in ``parallel/fsdp.py``). That gives exactly the gradient of one process on the whole global
+batch, whatever the split of padding or robot/web samples between ranks and micro-batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+
+from torchtitan_vla.data.batch import Batch
+from torchtitan_vla.models.action_expert.flow import valid_action_mask
+from torchtitan_vla.models.vla.options import LossSums
+from torchtitan_vla.processing.chat import IGNORE_INDEX
+from torchtitan_vla.utils.distributed import all_reduce_sum
+
+LOSS_TERMS = ("text", "action")
+"""The terms of ``LossSums``, in the order every reduction and metric uses."""
+
+
+@dataclass
+class LossWeights:
+    """Weight of each term in the optimised loss (``training.text_loss_weight`` / ``action_loss_weight``)."""
+
+    text: float = 1.0
+    action: float = 1.0
+
+
+def target_counts(batch: Batch) -> torch.Tensor:
+    """(len(LOSS_TERMS),) float64 per-sample-summed counts of this batch's targets, in ``LOSS_TERMS`` order."""
+    return torch.stack([per_sample_counts(batch)[term].sum() for term in LOSS_TERMS]).double()
+
+
+def per_sample_counts(batch: Batch) -> dict[str, torch.Tensor]:
+    """``{term: (B,) long}`` targets of each sample: labelled tokens, valid action elements."""
+    counts = {"text": (batch.labels != IGNORE_INDEX).sum(dim=1)}
+    if batch.actions is None:
+        counts["action"] = torch.zeros_like(counts["text"])
+    else:
+        has_actions = batch.has_actions
+        if has_actions is None:
+            has_actions = torch.ones(batch.num_samples, dtype=torch.bool, device=batch.actions.device)
+        valid = valid_action_mask(batch.action_dim_mask, batch.action_is_pad, has_actions)
+        counts["action"] = valid.sum(dim=(1, 2))
+    return counts
+
+
+def global_target_counts(batches: Iterable[Batch], dp_mesh: DeviceMesh | None) -> torch.Tensor:
+    """Targets of every micro-batch of the step, summed over the data-parallel ranks (one all-reduce)."""
+    local = torch.stack([target_counts(b) for b in batches]).sum(dim=0)
+    return all_reduce_sum(local, dp_mesh)
+
+
+def normalized_loss(sums: LossSums, global_counts: torch.Tensor, weights: LossWeights) -> torch.Tensor:
+    """``sum_t weight_t * sum(sums.t) / global_count_t``: the scalar one micro-batch backpropagates.
+
+    A term with no target anywhere this step (no robot sample on any rank) contributes zero rather than
+    NaN; its sum stays in the graph so every rank runs the same backward.
+    """
+    total = sums.text.new_zeros(())
+    for i, term in enumerate(LOSS_TERMS):
+        count = global_counts[i].clamp(min=1).to(torch.float32)
+        total = total + getattr(weights, term) * getattr(sums, term).sum() / count
+    return total
+
+
+def weighted_total(term_losses: dict[str, float], weights: LossWeights) -> float:
+    """The loss as the optimiser sees it, from per-term mean losses (for logging)."""
+    return sum(getattr(weights, term) * term_losses[term] for term in LOSS_TERMS)
