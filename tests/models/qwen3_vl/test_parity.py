@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from qwen3vl_oracle import (
+from tests.models.qwen3_vl.oracle import (
     VIDEO_ID,
     image_run,
     mm_token_type_ids,
