@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tests.models.qwen3_vl.oracle import (
     VIDEO_ID,
     image_run,
@@ -12,7 +13,6 @@ from tests.models.qwen3_vl.oracle import (
     text,
     tiny_hf_model,
 )
-
 from torchtitan_vla.models.qwen3_vl import Qwen3VLArgs, Qwen3VLModel
 from torchtitan_vla.models.qwen3_vl.generate import generate
 from torchtitan_vla.models.qwen3_vl.hf_checkpoint import load_hf_weights

@@ -181,7 +181,7 @@ class VLA(VLAParts, nn.Module):
         batch: Batch,
         noise: torch.Tensor | None = None,
         time: torch.Tensor | None = None,
-        options: ForwardOptions = ForwardOptions(),
+        options: ForwardOptions = ForwardOptions(),  # noqa: B008 (frozen: a shared default is safe)
     ) -> LossSums:
         """Per-sample text and flow-matching loss sums of one micro-batch (no counts, no normalisation).
 
