@@ -59,11 +59,11 @@ def valid_action_mask(action_dim_mask: torch.Tensor, action_is_pad: torch.Tensor
     return action_dim_mask[:, None, :] & ~action_is_pad[:, :, None] & has_actions[:, None, None]
 
 
-def flow_loss_sums(predicted: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample sum of squared velocity errors over the valid elements, and their count: (B,), (B,).
+def flow_loss_sums(predicted: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-sample sum of squared velocity errors over the valid elements: (B,) float32.
 
     Callers zero the padded entries of the clean actions first (see ``VLA``), so ``target`` is finite
-    everywhere and the mask only decides what counts.
+    everywhere and the mask only decides what counts (the loss module counts ``valid`` from the batch).
     """
     squared = (predicted.float() - target.float()).square() * valid
-    return squared.sum(dim=(1, 2)), valid.sum(dim=(1, 2))
+    return squared.sum(dim=(1, 2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import nn
 
 from .flow import time_embedding
@@ -63,13 +64,13 @@ class ActionHeads(nn.Module):
         if self.time_token or self.time_conditioning == "adarms":
             time_features = self.time_mlp_out(F.silu(self.time_mlp_in(emb)))
             if self.time_token:
-                tokens.append(time_features[:, None, :])
+                tokens.append(rearrange(time_features, "b w -> b 1 w"))
             if self.time_conditioning == "adarms":
                 cond = F.silu(time_features)
         if self.state_proj is not None:
-            tokens.append(self.state_proj(state.to(dtype))[:, None, :])
+            tokens.append(rearrange(self.state_proj(state.to(dtype)), "b w -> b 1 w"))
         if self.time_conditioning == "mlp":
-            mixed = torch.cat([actions, emb[:, None, :].expand_as(actions)], dim=-1)
+            mixed = torch.cat([actions, repeat(emb, "b w -> b h w", h=actions.shape[1])], dim=-1)
             actions = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(mixed)))
         tokens.append(actions)
         return torch.cat(tokens, dim=1), cond

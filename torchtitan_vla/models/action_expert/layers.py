@@ -88,44 +88,47 @@ class JointLayer(DecoderLayer):
     """Decoder layer i and expert layer i as one module (the FSDP / activation-checkpointing unit).
 
     The decoder half keeps ``DecoderLayer``'s parameter names, so the VLM's state dict is unchanged
-    apart from the extra ``expert.*`` entries, and ``Qwen3VLModel.forward`` still runs (prefix only).
+    apart from the extra ``expert.*`` entries. One method per use:
+
+    * ``forward(x, cos, sin, mask, kv_cache)`` -> x: the plain decoder layer (VLM-only batches,
+      ``Qwen3VLModel.forward``, and filling the prefix KV cache before sampling);
+    * ``forward_joint(x, expert_x, cos, sin, mask, expert_inputs)`` -> (x, expert_x): both halves, the
+      expert tokens reading this layer's prefix keys/values (training, uncached sampling);
+    * ``forward_cached(expert_x, kv_cache, expert_inputs)`` -> expert_x: the expert half alone against
+      the cached prefix keys/values (each Euler step of cached sampling).
     """
 
     def __init__(self, args: TextArgs, layer_id: int, expert: ExpertLayer, attention_backend: str = "sdpa"):
         super().__init__(args, layer_id, attention_backend)
         self.expert = expert
 
-    def forward(
+    def forward_joint(
         self,
-        x: torch.Tensor | None,
-        cos: torch.Tensor | None,
-        sin: torch.Tensor | None,
-        mask: torch.Tensor | None,
-        kv_cache: KVCache | None = None,
-        expert_x: torch.Tensor | None = None,
-        expert_inputs: ExpertInputs | None = None,
-    ):
-        """Without ``expert_x``: the plain decoder layer (writes the prefix k/v into ``kv_cache`` if given).
+        x: torch.Tensor,
+        expert_x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        expert_inputs: ExpertInputs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix hidden states x (B, P, D) and expert tokens (B, S, W) through this layer."""
+        q, k, v = self.attention.project_qkv(self.attention_norm(x), cos, sin)
+        x = x + self.attention.attend_and_project(q, k, v, mask)
+        x = x + self.feed_forward(self.ffn_norm(x))
+        return x, self._expert_step(expert_x, k, v, expert_inputs)
 
-        With ``expert_x``: returns ``(x, expert_x)``. ``x=None`` means the prefix is not recomputed and its
-        k/v are read from ``kv_cache`` (cached sampling).
-        """
-        if expert_x is None:
-            return super().forward(x, cos, sin, mask, kv_cache)
-        if x is None:
-            if kv_cache is None:
-                raise ValueError("JointLayer needs either the prefix hidden states or a filled kv_cache")
-            k, v = kv_cache.keys[self.layer_id], kv_cache.values[self.layer_id]
-        else:
-            q, k, v = self.attention.project_qkv(self.attention_norm(x), cos, sin)
-            x = x + self.attention.attend_and_project(q, k, v, mask)
-            x = x + self.feed_forward(self.ffn_norm(x))
-        if expert_inputs.insulate:
+    def forward_cached(self, expert_x: torch.Tensor, kv_cache: KVCache, expert_inputs: ExpertInputs) -> torch.Tensor:
+        """Expert tokens (B, S, W) through this layer against the prefix keys/values in ``kv_cache``."""
+        k, v = kv_cache.keys[self.layer_id], kv_cache.values[self.layer_id]
+        if k is None:
+            raise ValueError(f"the KV cache holds no prefix keys for layer {self.layer_id}; fill it with forward first")
+        return self._expert_step(expert_x, k, v, expert_inputs)
+
+    def _expert_step(self, expert_x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inputs: ExpertInputs) -> torch.Tensor:
+        if inputs.insulate:
             k, v = k.detach(), v.detach()
-        expert_x, _, _ = self.expert(
-            expert_x, expert_inputs.cos, expert_inputs.sin, expert_inputs.mask, expert_inputs.cond, (k, v)
-        )
-        return x, expert_x
+        expert_x, _, _ = self.expert(expert_x, inputs.cos, inputs.sin, inputs.mask, inputs.cond, (k, v))
+        return expert_x
 
     def init_weights(self, std: float = INIT_STD) -> None:
         super().init_weights(std)

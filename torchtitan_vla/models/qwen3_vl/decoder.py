@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .args import TextArgs
@@ -51,10 +52,11 @@ class Attention(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, S, D), cos/sin (B, S, head_dim) -> q (B, H, S, hd), k and v (B, KV, S, hd), rotated."""
-        bsz, seq, _ = x.shape
-        q = self.q_norm(self.wq(x).view(bsz, seq, self.n_heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.wk(x).view(bsz, seq, self.n_kv_heads, self.head_dim)).transpose(1, 2)
-        v = self.wv(x).view(bsz, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        # QK-norm runs per head, so split the heads before normalising and move them forward after.
+        q = self.q_norm(rearrange(self.wq(x), "b s (h d) -> b s h d", d=self.head_dim))
+        k = self.k_norm(rearrange(self.wk(x), "b s (h d) -> b s h d", d=self.head_dim))
+        v = rearrange(self.wv(x), "b s (h d) -> b h s d", d=self.head_dim)
+        q, k = (rearrange(t, "b s h d -> b h s d") for t in (q, k))
         # The rotation runs in the activation dtype (cos/sin are cast down first), as in the reference.
         cos = cos.to(x.dtype).unsqueeze(1)
         sin = sin.to(x.dtype).unsqueeze(1)
@@ -70,7 +72,7 @@ class Attention(nn.Module):
         """``attend`` over projected heads (q (B, H, Sq, hd), k/v (B, KV, Sk, hd)), then ``project_out``:
         -> (B, Sq, D). The step shared by this layer and the layers that mix in other keys/values."""
         o = attend(q, k, v, mask, causal=causal, backend=self.backend)
-        return self.project_out(o.transpose(1, 2).flatten(2))
+        return self.project_out(rearrange(o, "b h s d -> b s (h d)"))
 
     def forward(
         self,

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -181,10 +183,15 @@ class Qwen3VLModel(nn.Module):
         visual_mask: torch.Tensor,
         deepstack: list[torch.Tensor],
         kv_cache: KVCache | None = None,
+        run_layer: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """All decoder layers with DeepStack injection, then the final norm. mask=None: plain causal."""
+        """All decoder layers with DeepStack injection, then the final norm. mask=None: plain causal.
+
+        ``run_layer(layer, h) -> h`` replaces the plain ``layer(h, cos, sin, mask, kv_cache)`` call: the VLA's
+        joint fusion advances its expert tokens through each joint layer there, on this same loop.
+        """
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, mask, kv_cache)
+            h = layer(h, cos, sin, mask, kv_cache) if run_layer is None else run_layer(layer, h)
             h = self.add_deepstack(h, i, visual_mask, deepstack)
         return self.norm(h)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .args import VisionArgs
@@ -64,22 +65,20 @@ class VisionAttention(nn.Module):
         self.proj = nn.Linear(args.dim, args.dim, bias=True)
 
     def forward(self, x, cos, sin, groups: list[FrameGroup]) -> torch.Tensor:
-        n = x.shape[0]
-        q, k, v = self.qkv(x).view(n, 3, self.n_heads, self.head_dim).unbind(1)
+        q, k, v = rearrange(self.qkv(x), "n (three h d) -> three n h d", three=3, d=self.head_dim)
         # The rotation runs in fp32, then goes back to the activation dtype (reference numerics).
         q = apply_rotary(q.float(), cos[:, None], sin[:, None]).to(x.dtype)
         k = apply_rotary(k.float(), cos[:, None], sin[:, None]).to(x.dtype)
         out = torch.empty_like(q)
         for g in groups:
             qg, kg, vg = (t if g.index is None else t[g.index] for t in (q, k, v))
-            shape = (g.n_frames, g.frame_len, self.n_heads, self.head_dim)
-            og = attend(*(t.reshape(shape).transpose(1, 2) for t in (qg, kg, vg)), None)
-            og = og.transpose(1, 2).reshape(-1, self.n_heads, self.head_dim)
+            frames = (rearrange(t, "(f s) h d -> f h s d", f=g.n_frames) for t in (qg, kg, vg))
+            og = rearrange(attend(*frames, None), "f h s d -> (f s) h d")
             if g.index is None:
                 out = og
             else:
                 out[g.index] = og
-        return self.proj(out.reshape(n, -1))
+        return self.proj(rearrange(out, "n h d -> n (h d)"))
 
 
 class VisionMLP(nn.Module):

@@ -1,6 +1,7 @@
 """The VLA: Qwen3-VL with a flow-matching Action Expert."""
 
-from .model import VLA, not_in_hf_checkpoint
+from .inputs import Observation, PrefixCache
+from .model import VLA
 from .options import FlowTimeDistribution, ForwardOptions, LossSums
 
-__all__ = ["VLA", "FlowTimeDistribution", "ForwardOptions", "LossSums", "not_in_hf_checkpoint"]
+__all__ = ["VLA", "FlowTimeDistribution", "ForwardOptions", "LossSums", "Observation", "PrefixCache"]

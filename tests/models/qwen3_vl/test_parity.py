@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from qwen3vl_oracle import (
+
+from tests.models.qwen3_vl.oracle import (
     VIDEO_ID,
     image_run,
     mm_token_type_ids,
@@ -12,7 +13,6 @@ from qwen3vl_oracle import (
     text,
     tiny_hf_model,
 )
-
 from torchtitan_vla.models.qwen3_vl import Qwen3VLArgs, Qwen3VLModel
 from torchtitan_vla.models.qwen3_vl.generate import generate
 from torchtitan_vla.models.qwen3_vl.hf_checkpoint import load_hf_weights

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from ae_helpers import make_batch, single_thread, tiny_vla  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+from tests.models.vla.helpers import make_batch, tiny_vla
 
 
 @pytest.mark.parametrize(
@@ -32,10 +31,9 @@ def test_sampling_integrates_from_noise_with_euler_steps():
     vla = tiny_vla()
     batch = make_batch(vla)
     noise = torch.randn(2, 4, 6)
-    robot = vla._robot_inputs(batch, need_actions=False)
-    velocity = vla.predict_velocity(vla._prefix(batch), robot["state"], noise, torch.ones(2))[1]
+    velocity = vla.velocity(vla.observe(batch), noise, torch.ones(2))
     one_step = vla.sample_actions(batch, num_steps=1, noise=noise)
-    mask = batch["action_dim_mask"][:, None, :]
+    mask = batch.action_dim_mask[:, None, :]
     torch.testing.assert_close(one_step, (noise - velocity) * mask)
 
 
@@ -51,3 +49,15 @@ def test_noise_of_wrong_shape_is_rejected():
     vla = tiny_vla()
     with pytest.raises(ValueError, match="noise has shape"):
         vla.sample_actions(make_batch(vla), noise=torch.randn(2, 5, 6))
+
+
+@pytest.mark.parametrize("fusion", ["joint", "late"])
+def test_cached_velocity_equals_the_full_pass(fusion):
+    vla = tiny_vla(fusion=fusion)
+    batch = make_batch(vla, padding=(0, 2))
+    observation = vla.observe(batch)
+    x_t, t = torch.randn(2, 4, 6), torch.tensor([0.4, 0.9])
+    with torch.no_grad():
+        cached = vla.cached_velocity(vla.encode_prefix(observation), x_t, t)
+        full = vla.velocity(observation, x_t, t)
+    torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)

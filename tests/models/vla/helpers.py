@@ -1,10 +1,11 @@
-"""Hand-built Batch dicts (the data contract) for tiny VLAs."""
+"""Tiny VLAs and hand-built ``Batch``es for them (shared by the VLA tests and the distributed checks)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.models.qwen3_vl.rope_index import get_rope_index
 from torchtitan_vla.models.vla import VLA
 
@@ -19,7 +20,7 @@ def make_batch(
     action_dims: tuple[int, ...] = (3, 2),
     steps: tuple[int, ...] | None = None,
     seed: int = 0,
-) -> dict:
+) -> Batch:
     """Right-padded robot batch: [vision_start | 4 image pads | vision_end | text | pad]; sample i has
     ``action_dims[i]`` real action dims and ``steps[i]`` in-episode steps (default: the whole horizon)."""
     gen = torch.Generator().manual_seed(seed)
@@ -53,21 +54,21 @@ def make_batch(
         if steps is not None:
             is_pad[i, steps[i % len(steps)]:] = True
     actions = torch.randn(batch_size, horizon, max_dim, generator=gen) * dim_mask[:, None, :] * ~is_pad[:, :, None]
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": attention_mask,
-        "position_ids": position_ids,
-        "doc_ids": torch.zeros_like(input_ids),
-        "pixel_values": torch.randn(batch_size * GRID[0] * GRID[1] * GRID[2], args.vision.patch_dim, generator=gen),
-        "image_grid_thw": grid,
-        "state": torch.randn(batch_size, cfg.max_state_dim, generator=gen),
-        "actions": actions,
-        "action_is_pad": is_pad,
-        "action_dim_mask": dim_mask,
-        "has_actions": torch.ones(batch_size, dtype=torch.bool),
-        "source_id": torch.zeros(batch_size, dtype=torch.long),
-    }
+    return Batch(
+        input_ids=input_ids,
+        labels=labels,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        doc_ids=torch.zeros_like(input_ids),
+        pixel_values=torch.randn(batch_size * GRID[0] * GRID[1] * GRID[2], args.vision.patch_dim, generator=gen),
+        image_grid_thw=grid,
+        state=torch.randn(batch_size, cfg.max_state_dim, generator=gen),
+        actions=actions,
+        action_is_pad=is_pad,
+        action_dim_mask=dim_mask,
+        has_actions=torch.ones(batch_size, dtype=torch.bool),
+        source_id=torch.zeros(batch_size, dtype=torch.long),
+    )
 
 
 def tiny_vla(**expert_overrides) -> VLA:

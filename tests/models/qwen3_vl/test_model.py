@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from qwen3vl_oracle import pixels, text, tiny_hf_config
 
+from tests.models.qwen3_vl.oracle import pixels, text, tiny_hf_config
 from torchtitan_vla.models.qwen3_vl import FLAVORS, Qwen3VLArgs, Qwen3VLModel
 from torchtitan_vla.models.qwen3_vl.masks import bidirectional_mask, build_mask, causal_mask
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from qwen3vl_oracle import IMAGE_ID, VIDEO_ID, image_run, mm_token_type_ids, text, tiny_hf_model
 
+from tests.models.qwen3_vl.oracle import IMAGE_ID, VIDEO_ID, image_run, mm_token_type_ids, text, tiny_hf_model
 from torchtitan_vla.models.qwen3_vl.rope_index import get_rope_index
 
 

@@ -1,17 +1,17 @@
 """Attention structure of the VLA: what may see what (pi0 masks), in both fusions."""
 
+import dataclasses
+
 import pytest
 import torch
-from ae_helpers import make_batch, single_thread, tiny_vla  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+from tests.models.vla.helpers import make_batch, tiny_vla
 
 FUSIONS = ["joint", "late"]
 
 
 def _run(vla, batch, x_t, t):
-    robot = vla._robot_inputs(batch, need_actions=False)
-    return vla.predict_velocity(vla._prefix(batch), robot["state"], x_t, t)
+    return vla.hidden_and_velocity(vla.observe(batch), x_t, t)
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -21,7 +21,7 @@ def test_suffix_changes_no_prefix_hidden_state(fusion):
     x_t = torch.randn(2, 4, 6)
     t = torch.tensor([0.3, 0.8])
     hidden, velocity = _run(vla, batch, x_t, t)
-    other = dict(batch, state=torch.randn_like(batch["state"]))
+    other = dataclasses.replace(batch, state=torch.randn_like(batch.state))
     hidden2, velocity2 = _run(vla, other, torch.randn_like(x_t), torch.tensor([0.9, 0.1]))
     assert torch.equal(hidden, hidden2)
     assert not torch.allclose(velocity, velocity2)
@@ -48,10 +48,10 @@ def test_padding_tokens_are_invisible(fusion):
     x_t = torch.randn(2, 4, 6)
     t = torch.tensor([0.5, 0.5])
     hidden, velocity = _run(vla, batch, x_t, t)
-    ids = batch["input_ids"].clone()
-    ids[~batch["attention_mask"]] = 77
-    hidden2, velocity2 = _run(vla, dict(batch, input_ids=ids), x_t, t)
-    valid = batch["attention_mask"]
+    ids = batch.input_ids.clone()
+    ids[~batch.attention_mask] = 77
+    hidden2, velocity2 = _run(vla, dataclasses.replace(batch, input_ids=ids), x_t, t)
+    valid = batch.attention_mask
     torch.testing.assert_close(hidden[valid], hidden2[valid], rtol=0, atol=1e-6)
     torch.testing.assert_close(velocity, velocity2, rtol=0, atol=1e-6)
 
@@ -59,9 +59,9 @@ def test_padding_tokens_are_invisible(fusion):
 def _hidden_before_and_after_changing_the_last_token(vla, batch):
     x_t, t = torch.randn(2, 4, 6), torch.tensor([0.5, 0.5])
     hidden, _ = _run(vla, batch, x_t, t)
-    ids = batch["input_ids"].clone()
+    ids = batch.input_ids.clone()
     ids[:, -1] = (ids[:, -1] + 1) % 900
-    hidden2, _ = _run(vla, dict(batch, input_ids=ids), x_t, t)
+    hidden2, _ = _run(vla, dataclasses.replace(batch, input_ids=ids), x_t, t)
     return hidden, hidden2
 
 
@@ -78,7 +78,7 @@ def test_bidirectional_prefix_keeps_web_samples_causal():
     """In a mixed batch only robot samples see later prefix tokens; a web sample's text loss stays honest."""
     vla = tiny_vla(prefix_attention="bidirectional")
     batch = make_batch(vla, padding=(0,))
-    batch["has_actions"] = torch.tensor([True, False])
+    batch.has_actions = torch.tensor([True, False])
     hidden, hidden2 = _hidden_before_and_after_changing_the_last_token(vla, batch)
     assert not torch.allclose(hidden[0, 0], hidden2[0, 0])
     torch.testing.assert_close(hidden[1, :-1], hidden2[1, :-1], rtol=0, atol=0)
@@ -87,24 +87,24 @@ def test_bidirectional_prefix_keeps_web_samples_causal():
 def test_suffix_positions_continue_after_the_prefix():
     vla = tiny_vla()
     batch = make_batch(vla, padding=(0, 2))
-    prefix = vla._prefix(batch)
-    pos, valid = batch["position_ids"], batch["attention_mask"]
+    observation = vla.observe(batch)
+    pos, valid = batch.position_ids, batch.attention_mask
     for b in range(2):
-        assert prefix.next_position[b] == pos[:, b][:, valid[b]].max() + 1
-    inputs = vla._expert_inputs(prefix.valid, prefix.next_position, 5, None)
-    expected = (prefix.next_position[:, None] + torch.arange(5)).expand(3, -1, -1)
+        assert observation.next_position[b] == pos[:, b][:, valid[b]].max() + 1
+    num_suffix = vla.expert.num_suffix_tokens
+    expected = (observation.next_position[:, None] + torch.arange(num_suffix)).expand(3, -1, -1)
     cos, _ = vla.vlm.rotary(expected)
-    torch.testing.assert_close(inputs.cos, cos)
+    torch.testing.assert_close(vla.encode_prefix(observation).expert_inputs.cos, cos)
 
 
 def test_joint_vla_keeps_the_vlm_forward():
     """The joint layers still run as plain decoder layers: Qwen3VLModel.forward gives the VLA's text loss."""
     vla = tiny_vla()
     batch = make_batch(vla)
-    logits = vla.vlm(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["image_grid_thw"],
-                     position_ids=batch["position_ids"])
-    labels = batch["labels"]
+    logits = vla.vlm(batch.input_ids, batch.attention_mask, batch.pixel_values, batch.image_grid_thw,
+                     position_ids=batch.position_ids)
+    labels = batch.labels
     expected = torch.nn.functional.cross_entropy(logits[labels != -100], labels[labels != -100], reduction="sum")
-    out = vla({k: v for k, v in batch.items() if k != "has_actions"} | {"has_actions": torch.zeros(2, dtype=torch.bool)})
-    torch.testing.assert_close(out["text_loss_sum"], expected)
-    assert out["action_elements"] == 0
+    sums = vla(dataclasses.replace(batch, has_actions=torch.zeros(2, dtype=torch.bool)))
+    torch.testing.assert_close(sums.text.sum(), expected)
+    assert (sums.action == 0).all()

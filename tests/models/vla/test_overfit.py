@@ -4,9 +4,15 @@ import math
 
 import pytest
 import torch
-from ae_helpers import make_batch, overfit_vla, single_thread  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+from tests.models.vla.helpers import make_batch, overfit_vla
+from torchtitan_vla.models.action_expert.flow import valid_action_mask
+
+
+def _counts(batch):
+    """Labelled tokens and valid action elements: the normalisers, taken from the batch."""
+    return (batch.labels != -100).sum(), valid_action_mask(batch.action_dim_mask, batch.action_is_pad,
+                                                           batch.has_actions).sum()
 
 
 def _mean_flow_loss(vla, batch, draws=4):
@@ -14,8 +20,7 @@ def _mean_flow_loss(vla, batch, draws=4):
         torch.manual_seed(123)  # the same times and noise before and after training
         total = 0.0
         for _ in range(draws):
-            out = vla(batch)
-            total += float(out["action_loss_sum"] / out["action_elements"])
+            total += float(vla(batch).action.sum() / _counts(batch)[1])
         return total / draws
 
 
@@ -26,18 +31,19 @@ def _overfit(fusion, time_conditioning, steps):
     start = _mean_flow_loss(vla, batch)
     optimizer = torch.optim.Adam(vla.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    text_tokens, action_elements = _counts(batch)
     for _ in range(steps):
-        out = vla(batch)
-        loss = out["action_loss_sum"] / out["action_elements"] + out["text_loss_sum"] / out["text_tokens"]
+        sums = vla(batch)
+        loss = sums.action.sum() / action_elements + sums.text.sum() / text_tokens
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
     end = _mean_flow_loss(vla, batch)
     sampled = vla.sample_actions(batch, num_steps=10, noise=torch.randn(4, 4, 4))
-    real = batch["action_dim_mask"][:, None, :].expand_as(sampled)
-    error = (sampled - batch["actions"]).abs()[real].mean()
-    scale = batch["actions"].abs()[real].mean()
+    real = batch.action_dim_mask[:, None, :].expand_as(sampled)
+    error = (sampled - batch.actions).abs()[real].mean()
+    scale = batch.actions.abs()[real].mean()
     return end / start, float(error / scale)
 
 
