@@ -19,6 +19,8 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from torchtitan_vla.config.parallel import ACMode, ActivationCheckpoint
 
+from .entry_points import entry_points
+
 AC_MODES = typing.get_args(ACMode)
 
 _MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default}
@@ -59,15 +61,19 @@ def _selective_op_contexts():
 
 
 def checkpoint_module(module: nn.Module, context_fn: Callable | None = None) -> None:
-    """Recompute ``module``'s activations in backward instead of storing them (in place)."""
-    inner = module.forward
+    """Recompute ``module``'s activations in backward instead of storing them (in place, for every entry
+    point of the block)."""
     kwargs = {"context_fn": context_fn} if context_fn is not None else {}
+    for name in entry_points(module):
+        setattr(module, name, _checkpointed(getattr(module, name), kwargs))
 
+
+def _checkpointed(inner: Callable, kwargs: dict) -> Callable:
     @functools.wraps(inner)
-    def forward(*args, **fwd_kwargs):
+    def run(*args, **fwd_kwargs):
         return checkpoint(inner, *args, use_reentrant=False, preserve_rng_state=True, **kwargs, **fwd_kwargs)
 
-    module.forward = forward
+    return run
 
 
 def every_nth(option: str) -> int | None:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+from .entry_points import entry_points
 
 RESHARD_POLICIES = ("default", "always", "never")
 
@@ -46,6 +48,11 @@ class FSDPSettings:
 
     def shard(self, modules: nn.Module | list[nn.Module], reshard_after_forward: bool) -> None:
         fully_shard(modules, mesh=self.mesh, mp_policy=self.mp_policy, reshard_after_forward=reshard_after_forward)
+        if isinstance(modules, nn.Module):
+            # Entry points other than forward gather and reshard the unit's parameters too.
+            for name in entry_points(modules):
+                if name != "forward":
+                    register_fsdp_forward_method(modules, name)
 
 
 def mixed_precision(param_dtype: str, reduce_dtype: str, device_type: str) -> MixedPrecisionPolicy:

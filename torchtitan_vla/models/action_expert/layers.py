@@ -98,6 +98,9 @@ class JointLayer(DecoderLayer):
       the cached prefix keys/values (each Euler step of cached sampling).
     """
 
+    forward_methods = ("forward", "forward_joint", "forward_cached")
+    """Every entry point: checkpointing, compilation and FSDP's hooks must wrap each (parallel/)."""
+
     def __init__(self, args: TextArgs, layer_id: int, expert: ExpertLayer, attention_backend: str = "sdpa"):
         super().__init__(args, layer_id, attention_backend)
         self.expert = expert
