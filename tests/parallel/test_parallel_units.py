@@ -89,3 +89,29 @@ def test_loading_from_a_folder_without_weights_names_the_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         load_hf_sharded(StandIn(), tmp_path, from_hf=dict)
+
+
+def _saved_tensors_of_joint_forward(vla, batch) -> int:
+    """Tensors autograd keeps for backward during one training forward of the real tiny VLA."""
+    count = [0]
+
+    def pack(tensor):
+        count[0] += 1
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        vla(batch)
+    return count[0]
+
+
+def test_activation_checkpointing_covers_the_joint_layers_training_entry_point():
+    """The VLA trains through ``JointLayer.forward_joint``, not ``forward``: checkpointing must wrap it."""
+    from tests.models.vla.helpers import make_batch, tiny_vla
+
+    vla = tiny_vla()
+    batch = make_batch(vla, batch_size=2)
+    plain = _saved_tensors_of_joint_forward(vla, batch)
+    n = apply_ac(vla.blocks("decoder"), ActivationCheckpoint(mode="full"))
+    assert n == len(vla.vlm.layers)
+    checkpointed = _saved_tensors_of_joint_forward(vla, batch)
+    assert checkpointed < plain / 2, (checkpointed, plain)
