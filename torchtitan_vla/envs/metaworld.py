@@ -79,6 +79,11 @@ def resolve_tasks(spec: str | list[str]) -> list[str]:
     return names
 
 
+def check_episode_length(max_steps: int) -> None:
+    if max_steps > MAX_PATH_LENGTH:
+        raise ValueError(f"max_steps={max_steps} exceeds Meta-World's episode limit of {MAX_PATH_LENGTH} steps")
+
+
 def instruction(task: str) -> str:
     """The instruction of ``task``: a written one for MT10, else derived from the environment name."""
     return TASK_INSTRUCTIONS.get(task, task.removesuffix("-v3").replace("-", " "))
@@ -198,8 +203,7 @@ def generate_demonstrations(
 
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
-    if max_steps > MAX_PATH_LENGTH:
-        raise ValueError(f"max_steps={max_steps} exceeds Meta-World's episode limit of {MAX_PATH_LENGTH} steps")
+    check_episode_length(max_steps)
     episodes, rates = [], {}
     for task in resolve_tasks(tasks):
         env = TaskEnv(task, seed, image_size)

@@ -24,10 +24,10 @@ from torchtitan_vla.envs.metaworld import (
     DEMO_SEED,
     EVAL_SEED,
     IMAGE_KEY,
-    MAX_PATH_LENGTH,
     PROMPT_KEY,
     STATE_KEY,
     TaskEnv,
+    check_episode_length,
     generate_demonstrations,
     instruction,
     resolve_tasks,
@@ -90,8 +90,7 @@ def evaluate(
     """Closed-loop success of ``policy`` on held-out layouts of each task."""
     if episodes_per_task < 1 or max_steps < 1 or replan_steps < 1:
         raise ValueError("episodes_per_task, max_steps and replan_steps must all be >= 1")
-    if max_steps > MAX_PATH_LENGTH:
-        raise ValueError(f"max_steps={max_steps} exceeds Meta-World's episode limit of {MAX_PATH_LENGTH} steps")
+    check_episode_length(max_steps)
     start = time.perf_counter()
     success = {}
     for task in resolve_tasks(tasks):
