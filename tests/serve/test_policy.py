@@ -27,6 +27,8 @@ def test_infer_normalizes_state_and_unnormalizes_actions(export_dir):
     expected_state = (obs["observation/state"] - np.array(stats["state"]["mean"])) / (np.array(stats["state"]["std"]) + 1e-6)
     np.testing.assert_allclose(batch.state[0, :3].numpy(), expected_state, rtol=1e-5)
     assert not batch.state[0, 3:].any()  # zero-padded to max_state_dim
+    assert batch.actions is None and batch.action_is_pad is None  # sampling makes the chunk
+    assert batch.action_dim_mask[0].tolist() == [True, True] + [False] * (batch.action_dim_mask.shape[1] - 2)
 
     torch.manual_seed(0)
     actions = policy.infer(obs)["actions"]

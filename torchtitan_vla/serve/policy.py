@@ -15,6 +15,7 @@ patching, normalization, collation), so serving sees exactly what training saw.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import fields
@@ -170,7 +171,8 @@ class Policy:
             max_state_dim=expert.max_state_dim, max_action_dim=expert.max_action_dim,
             state_mode=expert.state_mode, state_bins=expert.state_bins,
         )
-        return self.collate([sample]).to(self.device)
+        # The chunk is what sampling produces: the batch carries no actions (the contract's inference form).
+        return dataclasses.replace(self.collate([sample]), actions=None, action_is_pad=None).to(self.device)
 
     @torch.inference_mode()
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
