@@ -22,8 +22,8 @@ import torch
 from torchtitan_vla.config import JobConfig
 from torchtitan_vla.config.data import DataSource
 from torchtitan_vla.data import build_dataloader, write_lerobot_dataset
-from torchtitan_vla.data.generate import synthetic_episodes
 from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
+from torchtitan_vla.tools.synthetic_data import synthetic_episodes
 
 CAMERAS = ("observation.images.top", "observation.images.left", "observation.images.wrist")
 

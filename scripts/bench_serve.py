@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchtitan_vla.serve.debug_policy import export_debug_policy
 from torchtitan_vla.serve.policy import Policy
 from torchtitan_vla.serve.server import PolicyServer
+from torchtitan_vla.tools.debug_policy import export_debug_policy
 
 
 def _observation(policy: Policy, image_size: int, rng: np.random.Generator) -> dict:

@@ -1,4 +1,4 @@
-"""Shared fixtures of the data tests: a debug tokenizer, tiny generated datasets and a config builder."""
+"""Shared fixtures of the data tests: a debug tokenizer and tiny generated datasets."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import os
 
 import pytest
 
-from torchtitan_vla.config import JobConfig
-from torchtitan_vla.config.data import DataSource
+from tests.data.helpers import CAMERAS
 from torchtitan_vla.data import write_cc12m_shards, write_lerobot_dataset, write_obelics_parquet
-from torchtitan_vla.data.generate import synthetic_captions, synthetic_documents, synthetic_episodes
 from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
-
-CAMERAS = ("observation.images.main", "observation.images.wrist")
+from torchtitan_vla.tools.synthetic_data import synthetic_captions, synthetic_documents, synthetic_episodes
 
 
 @pytest.fixture(scope="session")
@@ -56,22 +53,3 @@ def obelics_root(tmp_path_factory):
     for f in range(4):
         write_obelics_parquet(os.path.join(root, f"obelics-{f:04d}.parquet"), docs[f::4])
     return root
-
-
-def make_config(sources: list[DataSource], mixture: dict[str, float] | None = None, **data) -> JobConfig:
-    """A small job config: 32x32 robot images, H=5, batch 4, max_seq_len 128, no workers."""
-    cfg = JobConfig()
-    cfg.data.sources = sources
-    cfg.data.mixture = mixture or {}
-    cfg.data.image_size = 32
-    cfg.data.image_min_pixels = 32 * 32
-    cfg.data.image_max_pixels = 32 * 32
-    cfg.data.max_seq_len = 128
-    cfg.data.num_workers = 0
-    for key, value in data.items():
-        setattr(cfg.data, key, value)
-    cfg.action_expert.action_horizon = 5
-    cfg.action_expert.max_action_dim = 8
-    cfg.action_expert.max_state_dim = 8
-    cfg.training.local_batch_size = 4
-    return cfg

@@ -9,13 +9,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import CAMERAS, make_config
 
+from tests.data.helpers import CAMERAS, make_config
 from torchtitan_vla.config.data import DataSource
 from torchtitan_vla.data import LeRobotReader, build_dataloader, write_lerobot_dataset
-from torchtitan_vla.data.generate import synthetic_episodes
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.robot import RobotSampleBuilder
+from torchtitan_vla.tools.synthetic_data import synthetic_episodes
 
 
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
@@ -169,7 +169,7 @@ def test_corrupt_video_is_skipped_and_counted(corrupt_root, tokenizer, episodes)
     total = sum(len(e["state"]) for e in episodes)
     seen = 0
     for batch in loader:
-        seen += len(batch["source_id"])
+        seen += len(batch.source_id)
         if seen + loader.skipped_per_source["robot"] >= total:
             break
     assert loader.skipped_per_source["robot"] == len(episodes[1]["state"])

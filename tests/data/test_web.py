@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import make_config
 from PIL import Image
 
+from tests.data.helpers import make_config
 from torchtitan_vla.config.data import DataSource
 from torchtitan_vla.data import build_dataloader, write_cc12m_shards, write_obelics_parquet
-from torchtitan_vla.data.generate import synthetic_captions
 from torchtitan_vla.models.qwen3_vl.masks import causal_mask
 from torchtitan_vla.models.qwen3_vl.rope_index import get_rope_index
+from torchtitan_vla.tools.synthetic_data import synthetic_captions
 
 FETCHED: list[str] = []
 
@@ -36,10 +36,10 @@ def _take(loader, n):
 
 
 def _documents(batch, row):
-    ids, labels, docs = batch["input_ids"][row], batch["labels"][row], batch["doc_ids"][row]
+    ids, labels, docs = batch.input_ids[row], batch.labels[row], batch.doc_ids[row]
     for d in range(int(docs.max()) + 1):
         sel = docs == d
-        yield ids[sel], labels[sel], batch["position_ids"][:, row, sel]
+        yield ids[sel], labels[sel], batch.position_ids[:, row, sel]
 
 
 def test_cc12m_captions_read_back_as_training_targets(cc12m_root, captions, tokenizer):
@@ -47,13 +47,13 @@ def test_cc12m_captions_read_back_as_training_targets(cc12m_root, captions, toke
     batches = _take(build_dataloader(cfg, tokenizer, 0, 1), 4)
     targets = []
     for batch in batches:
-        for row in range(len(batch["input_ids"])):
-            labels = batch["labels"][row]
+        for row in range(len(batch.input_ids)):
+            labels = batch.labels[row]
             targets.append(tokenizer.decode(labels[labels != -100].tolist()))
             # 32x32 pixels: 2x2 patches of 16, merged 2x2 into one token
-            assert int((batch["input_ids"][row] == tokenizer.image_pad_id).sum()) == 1
-        assert batch["image_grid_thw"].tolist() == [[1, 2, 2]] * 4
-        assert not batch["has_actions"].any() and not batch["actions"].any()
+            assert int((batch.input_ids[row] == tokenizer.image_pad_id).sum()) == 1
+        assert batch.image_grid_thw.tolist() == [[1, 2, 2]] * 4
+        assert not batch.has_actions.any() and not batch.actions.any()
     assert targets == [f"{caption}<|im_end|>" for _, caption in captions]
 
 
@@ -79,7 +79,7 @@ def test_obelics_embedded_local_and_url_images(tmp_path, tokenizer, monkeypatch)
         cfg.training.local_batch_size = 3
         loader = build_dataloader(cfg, tokenizer, 0, 1)
         batch = _take(loader, 1)[0]
-        texts = [tokenizer.decode(ids[mask].tolist()) for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+        texts = [tokenizer.decode(ids[mask].tolist()) for ids, mask in zip(batch.input_ids, batch.attention_mask)]
         return [t.split("<|vision_start|>")[0] for t in texts], loader.skipped_per_source["ob"], batch
 
     texts, skipped, _ = read(source)  # no fetch function: both URL rows are unavailable
@@ -89,7 +89,7 @@ def test_obelics_embedded_local_and_url_images(tmp_path, tokenizer, monkeypatch)
     texts, skipped, batch = read(source)
     assert texts == ["embedded", "from a url", ""] and skipped == 2  # the failing URL and the garbage bytes
     assert "test://a.jpg" in FETCHED
-    assert batch["image_grid_thw"].shape[0] == batch["input_ids"].eq(tokenizer.vision_start_id).sum()
+    assert batch.image_grid_thw.shape[0] == batch.input_ids.eq(tokenizer.vision_start_id).sum()
 
 
 def test_corrupt_image_skips_or_stops_in_strict_mode(tmp_path, tokenizer):
@@ -99,7 +99,7 @@ def test_corrupt_image_skips_or_stops_in_strict_mode(tmp_path, tokenizer):
     src = DataSource(name="cc", kind="cc12m", path=str(tmp_path))
     loader = build_dataloader(make_config([src], packing=False), tokenizer, 0, 1)
     batch = _take(loader, 1)[0]
-    assert batch["skipped"].tolist() == [1] and loader.skipped_per_source == {"cc": 1}
+    assert batch.skipped.tolist() == [1] and loader.skipped_per_source == {"cc": 1}
     strict = build_dataloader(make_config([src], packing=False, strict=True), tokenizer, 0, 1)
     with pytest.raises(RuntimeError, match="corrupt image"):
         _take(strict, 2)
@@ -114,13 +114,13 @@ def test_missing_web_path_fails_at_startup(tokenizer):
 def test_packing_keeps_documents_apart(obelics_root, tokenizer):
     cfg = make_config([DataSource(name="ob", kind="obelics", path=obelics_root)], max_seq_len=128)
     batch = _take(build_dataloader(cfg, tokenizer, 0, 1), 1)[0]
-    assert (batch["doc_ids"].max(1).values >= 1).all(), "several documents per packed row"
-    mask = causal_mask(batch["attention_mask"], batch["doc_ids"])[:, 0]
-    same_doc = batch["doc_ids"][:, :, None] == batch["doc_ids"][:, None, :]
-    valid = batch["attention_mask"][:, :, None] & batch["attention_mask"][:, None, :]
+    assert (batch.doc_ids.max(1).values >= 1).all(), "several documents per packed row"
+    mask = causal_mask(batch.attention_mask, batch.doc_ids)[:, 0]
+    same_doc = batch.doc_ids[:, :, None] == batch.doc_ids[:, None, :]
+    valid = batch.attention_mask[:, :, None] & batch.attention_mask[:, None, :]
     assert not (mask & valid & ~same_doc).any(), "a token attends across documents"
-    images = iter(batch["image_grid_thw"])
-    for row in range(batch["input_ids"].shape[0]):
+    images = iter(batch.image_grid_thw)
+    for row in range(batch.input_ids.shape[0]):
         for ids, labels, positions in _documents(batch, row):
             assert positions[:, 0].tolist() == [0, 0, 0], "positions restart per document"
             grids = [next(images) for _ in range(int((ids == tokenizer.vision_start_id).sum()))]
@@ -138,8 +138,8 @@ def test_long_documents_are_truncated_before_an_image(tmp_path, tokenizer):
     write_obelics_parquet(str(tmp_path / "a.parquet"), [{"images": [None, image], "texts": [long_text, None]}] * 2)
     cfg = make_config([DataSource(name="ob", kind="obelics", path=str(tmp_path))], max_seq_len=64)
     batch = _take(build_dataloader(cfg, tokenizer, 0, 1), 1)[0]
-    assert batch["attention_mask"].all() and batch["pixel_values"] is None
-    assert np.all(batch["labels"][:, -1].numpy() == -100)
+    assert batch.attention_mask.all() and batch.pixel_values is None
+    assert np.all(batch.labels[:, -1].numpy() == -100)
 
 
 def test_shard_ranges_and_globs_select_files(cc12m_root, tokenizer):
@@ -148,7 +148,7 @@ def test_shard_ranges_and_globs_select_files(cc12m_root, tokenizer):
     assert expand_braces("a/s-{08..10}.tar") == ["a/s-08.tar", "a/s-09.tar", "a/s-10.tar"]
     src = DataSource(name="cc", kind="cc12m", path=os.path.join(cc12m_root, "cc12m-train-{0000..0001}.tar"))
     batch = _take(build_dataloader(make_config([src], packing=False), tokenizer, 0, 1), 2)
-    captions = [tokenizer.decode(b["labels"][r][b["labels"][r] != -100].tolist()) for b in batch for r in range(4)]
+    captions = [tokenizer.decode(b.labels[r][b.labels[r] != -100].tolist()) for b in batch for r in range(4)]
     assert all(f"number {i}." in c for i, c in enumerate(captions))  # shards 0 and 1: items 0..7
 
 

@@ -13,9 +13,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.sync.client import connect
 
-from torchtitan_vla.serve.debug_policy import export_debug_policy
 from torchtitan_vla.serve.policy import Policy
 from torchtitan_vla.serve.server import PolicyServer
+from torchtitan_vla.tools.debug_policy import export_debug_policy
 
 # openpi_client 0.1.2 opens its connection the way websockets >= 14 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")

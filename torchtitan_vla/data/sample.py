@@ -1,10 +1,6 @@
-"""The one sample contract of every source, and the collator that turns samples into a Batch dict.
-
-Batch keys (see .team/CONTRACT.md): ``input_ids``, ``labels`` (already shifted), ``attention_mask``,
-``position_ids`` (3, B, S), ``doc_ids``, ``pixel_values`` + ``image_grid_thw`` (None without images),
-``pixel_values_videos`` + ``video_grid_thw``, ``state``, ``actions``, ``action_is_pad``,
-``action_dim_mask``, ``has_actions``, ``source_id``, plus ``skipped`` (n_sources,): samples each source
-skipped (corrupt media, unavailable images) while this batch was produced.
+"""``Sample``: what every source (web text, interleaved documents, robot episodes) yields, and the
+``Collator`` that pads samples to one length and stacks them into a ``Batch`` (data/batch.py, whose field
+docstrings are the contract between the data pipeline and the model).
 """
 
 from __future__ import annotations
@@ -15,6 +11,8 @@ import numpy as np
 import torch
 
 from torchtitan_vla.processing.chat import IGNORE_INDEX
+
+from .batch import Batch
 
 
 @dataclass
@@ -49,7 +47,8 @@ class Sample:
 
 
 class Collator:
-    """Pads samples to a common length and stacks them into the Batch dict of the contract."""
+    """Pads samples to a common length (``max_seq_len``, or the longest sample without ``pad_to_max_seq_len``)
+    and stacks them into a ``Batch``."""
 
     def __init__(self, pad_id: int, max_seq_len: int, action_horizon: int, max_action_dim: int,
                  max_state_dim: int, num_sources: int, pad_to_max_seq_len: bool = True):
@@ -61,7 +60,7 @@ class Collator:
         self.num_sources = num_sources
         self.pad_to_max_seq_len = pad_to_max_seq_len
 
-    def __call__(self, samples: list[Sample]) -> dict:
+    def __call__(self, samples: list[Sample]) -> Batch:
         too_long = [len(s) for s in samples if len(s) > self.max_seq_len]
         if too_long:
             raise ValueError(f"sample of {too_long[0]} tokens exceeds data.max_seq_len={self.max_seq_len}")
@@ -92,21 +91,19 @@ class Collator:
                 skipped += torch.from_numpy(s.skipped)
         pixels = [p for s in samples for p in s.pixel_values]
         grids = [g for s in samples for g in s.image_grid_thw]
-        return {
-            "input_ids": input_ids,
-            "labels": labels,
-            "attention_mask": attention_mask,
-            "position_ids": position_ids,
-            "doc_ids": doc_ids,
-            "pixel_values": torch.cat(pixels) if pixels else None,
-            "image_grid_thw": torch.stack(grids) if grids else None,
-            "pixel_values_videos": None,
-            "video_grid_thw": None,
-            "state": state,
-            "actions": actions,
-            "action_is_pad": action_is_pad,
-            "action_dim_mask": action_dim_mask,
-            "has_actions": has_actions,
-            "source_id": torch.tensor([s.source_id for s in samples], dtype=torch.long),
-            "skipped": skipped,
-        }
+        return Batch(
+            input_ids=input_ids,
+            labels=labels,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            doc_ids=doc_ids,
+            pixel_values=torch.cat(pixels) if pixels else None,
+            image_grid_thw=torch.stack(grids) if grids else None,
+            state=state,
+            actions=actions,
+            action_is_pad=action_is_pad,
+            action_dim_mask=action_dim_mask,
+            has_actions=has_actions,
+            source_id=torch.tensor([s.source_id for s in samples], dtype=torch.long),
+            skipped=skipped,
+        )

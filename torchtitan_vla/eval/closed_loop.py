@@ -177,8 +177,6 @@ def evaluate_export(folder: str, eval_cfg, device: str = "cpu") -> dict[str, flo
     ``config.Eval`` section (episodes, seed, steps, execute_steps, the world of its toyworld_data, baselines)."""
     from torchtitan_vla.serve.policy import Policy as ExportedPolicy
 
-    if eval_cfg.env != "toyworld":
-        raise ValueError(f"eval.env = {eval_cfg.env!r}: this evaluator runs the toy world only")
     world = world_of(eval_cfg.toyworld_data) if eval_cfg.toyworld_data else None
     policy = from_inference_policy(ExportedPolicy.from_export(folder, device=device))
     return evaluate(policy, eval_cfg.closed_loop_episodes, eval_cfg.seed, eval_cfg.max_episode_steps,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image
 
 PATCH_SIZE = 16
@@ -179,13 +180,16 @@ def _check_resize_to(resize_to: tuple[int, int]) -> tuple[int, int]:
 
 
 def _patchify(groups: np.ndarray) -> np.ndarray:
-    """(G, temporal, H, W, 3) uint8 -> (G * H/16 * W/16, 1536) float32 normalised, merge-block row order."""
-    n_groups, temporal, height, width, channels = groups.shape
-    bh, bw = height // FACTOR, width // FACTOR
-    x = groups.reshape(n_groups, temporal, bh, MERGE_SIZE, PATCH_SIZE, bw, MERGE_SIZE, PATCH_SIZE, channels)
-    # -> (group, block_row, block_col, in_row, in_col, channel, temporal, patch_y, patch_x)
-    x = x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)
-    rows = x.reshape(n_groups * bh * bw * MERGE_SIZE * MERGE_SIZE, channels * temporal * PATCH_SIZE * PATCH_SIZE)
+    """(G, temporal, H, W, 3) uint8 -> (G * H/16 * W/16, 1536) float32 normalised, merge-block row order.
+
+    Rows go merge block by merge block (the 2x2 patches the vision merger fuses are consecutive), and each
+    row is one patch flattened channel-major, then time, then pixel row and column (Conv3d's weight order).
+    """
+    rows = rearrange(
+        groups,
+        "g t (bh m1 py) (bw m2 px) c -> (g bh bw m1 m2) (c t py px)",
+        m1=MERGE_SIZE, m2=MERGE_SIZE, py=PATCH_SIZE, px=PATCH_SIZE,
+    )
     # Normalising after the reshuffle touches 1-byte values during the copies and yields the output once.
     return _NORMALIZE_LUT[rows]
 

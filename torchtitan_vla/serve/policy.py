@@ -9,12 +9,13 @@ The export folder (written by the trainer at the end of a job):
   "action": {...}}`` (the statistics the training data was normalized with);
 * ``tokenizer.json``.
 
-Observation -> batch goes through the data pipeline's own pieces (prompt rendering, image resizing and
+Observation -> ``Batch`` goes through the data pipeline's own pieces (prompt rendering, image resizing and
 patching, normalization, collation), so serving sees exactly what training saw.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import fields
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from torchtitan_vla.config import JobConfig, config_from_dict
+from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.data.normalize import Normalizer
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.robot import robot_sample
@@ -156,8 +158,8 @@ class Policy:
             raise ValueError(f"observation lacks a '{key}' string (got {type(prompt).__name__})")
         return prompt
 
-    def make_batch(self, obs: dict[str, Any]) -> dict[str, Any]:
-        """The model's Batch (B = 1) for one raw observation."""
+    def make_batch(self, obs: dict[str, Any]) -> Batch:
+        """The model's ``Batch`` (B = 1, on the policy's device) for one raw observation."""
         if not isinstance(obs, dict):
             raise ValueError(f"an observation must be a dict, got {type(obs).__name__}")
         by_camera = {cam: self._image(obs, key) for key, cam in self.key_map.images.items()}
@@ -169,14 +171,16 @@ class Policy:
             max_state_dim=expert.max_state_dim, max_action_dim=expert.max_action_dim,
             state_mode=expert.state_mode, state_bins=expert.state_bins,
         )
-        batch = self.collate([sample])
-        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        # The chunk is what sampling produces: the batch carries no actions (the contract's inference form).
+        return dataclasses.replace(self.collate([sample]), actions=None, action_is_pad=None).to(self.device)
 
     @torch.inference_mode()
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         batch = self.make_batch(obs)
-        chunk = self.model.sample_actions(batch, num_steps=self.num_steps)
+        # TODO(merge): the VLA of this branch still takes the dict batch; after the model split it takes the
+        # Batch itself: pass `batch` and delete this conversion.
+        chunk = self.model.sample_actions(vars(batch), num_steps=self.num_steps)
         actions = chunk[0, :, : self.action_dim].float().cpu().numpy()
         return {
             "actions": self.action_norm.inverse(actions),

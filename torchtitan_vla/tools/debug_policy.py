@@ -1,4 +1,4 @@
-"""A tiny real policy export for tests, benchmarks and trying a client against the server.
+"""A tool that writes a tiny real policy export, for tests, benchmarks and trying a client against the server.
 
 A freshly initialised ``debug``-flavor VLA, written by the trainer's own exporter, with cameras and
 normalization statistics from a small random LeRobot dataset (so the export is exactly what a training

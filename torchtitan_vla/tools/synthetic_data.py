@@ -1,9 +1,9 @@
-"""Generators of tiny real instances of every data format (for tests, benchmarks and the debug curriculum).
+"""A tool that writes tiny real instances of every data format (for trying the readers, benchmarks and tests).
 
-    python -m torchtitan_vla.data.generate lerobot OUT [--version v3.0] [--episodes 4] [--frames 20] ...
-    python -m torchtitan_vla.data.generate cc12m OUT [--items 32] [--shard-size 8]
-    python -m torchtitan_vla.data.generate obelics OUT [--docs 16]
-    python -m torchtitan_vla.data.generate all OUT      # every format under OUT/{lerobot_v21,lerobot_v30,cc12m,obelics}
+    python -m torchtitan_vla.tools.synthetic_data lerobot OUT [--version v3.0] [--episodes 4] [--frames 20] ...
+    python -m torchtitan_vla.tools.synthetic_data cc12m OUT [--items 32] [--shard-size 8]
+    python -m torchtitan_vla.tools.synthetic_data obelics OUT [--docs 16]
+    python -m torchtitan_vla.tools.synthetic_data all OUT      # every format under OUT/{lerobot_v21,lerobot_v30,cc12m,obelics}
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from .write_lerobot import write_lerobot_dataset
-from .write_web import write_cc12m_shards, write_obelics_parquet
+from torchtitan_vla.data.write_lerobot import write_lerobot_dataset
+from torchtitan_vla.data.write_web import write_cc12m_shards, write_obelics_parquet
 
 COLORS = ("red", "green", "blue", "yellow", "white", "black")
 SHAPES = ("square", "circle", "cube", "ball")
@@ -75,7 +75,7 @@ def synthetic_documents(num_docs: int = 16, size: int = 64, seed: int = 0) -> li
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m torchtitan_vla.data.generate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m torchtitan_vla.tools.synthetic_data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="format", required=True)
     lerobot = sub.add_parser("lerobot", help="a LeRobot dataset (parquet + mp4 via PyAV)")

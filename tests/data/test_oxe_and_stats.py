@@ -1,4 +1,4 @@
-"""The OXE manifest, the generator CLI and the norm-stats script."""
+"""The OXE manifest and the norm-stats script."""
 
 from __future__ import annotations
 
@@ -37,13 +37,6 @@ def test_oxe_manifest_errors_name_the_entry(tmp_path):
     bad.write_text('[[dataset]]\nname = "x"\nweight = 1.0\n')
     with pytest.raises(ValueError, match=r"dataset\[0\] \(x\): missing fields"):
         load_oxe_manifest(str(bad))
-
-
-def test_generate_cli_lists_every_format():
-    out = subprocess.run([sys.executable, "-m", "torchtitan_vla.data.generate", "--help"], capture_output=True,
-                         text=True, check=True).stdout
-    for fmt in ("lerobot", "cc12m", "obelics", "all"):
-        assert fmt in out
 
 
 def test_compute_norm_stats_matches_numpy(lerobot_roots, episodes, tmp_path):
