@@ -33,8 +33,7 @@ def test_infer_normalizes_state_and_unnormalizes_actions(export_dir):
     torch.manual_seed(0)
     actions = policy.infer(obs)["actions"]
     torch.manual_seed(0)
-    # TODO(merge): the VLA of this branch still takes the dict batch; after the model split pass `batch`.
-    raw = policy.model.sample_actions(vars(batch), num_steps=policy.num_steps)[0, :, :2].detach().numpy()
+    raw = policy.model.sample_actions(batch, num_steps=policy.num_steps)[0, :, :2].detach().numpy()
     expected = raw * (np.array(stats["action"]["std"]) + 1e-6) + np.array(stats["action"]["mean"])
     assert actions.shape == (4, 2) and actions.dtype == np.float32
     np.testing.assert_allclose(actions, expected, rtol=1e-4, atol=1e-4)

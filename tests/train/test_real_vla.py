@@ -68,7 +68,7 @@ def generated(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     for kind, extra in (("cc12m", ["--items", "8"]), ("lerobot", ["--episodes", "2", "--frames", "12"])):
         out = data / ("lerobot_v30" if kind == "lerobot" else kind)
-        subprocess.run([sys.executable, "-m", "torchtitan_vla.data.generate", kind, str(out), *extra], check=True)
+        subprocess.run([sys.executable, "-m", "torchtitan_vla.tools.synthetic_data", kind, str(out), *extra], check=True)
     build_debug_tokenizer(data / "tokenizer.json")
     return data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..config.data import DataSource
@@ -118,4 +119,7 @@ def build_dataloader(cfg, tokenizer, dp_rank: int, dp_world_size: int, split: st
         persistent_workers=workers > 0,
         worker_init_fn=worker_init if workers > 0 else None,
         in_order=True,
+        # Starting an iterator draws a base seed; from its own generator it leaves the trainer's torch RNG
+        # (flow noise and times) untouched, so a resumed run draws the same noise as an uninterrupted one.
+        generator=torch.Generator().manual_seed(cfg.job.seed),
     )

@@ -178,9 +178,7 @@ class Policy:
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         batch = self.make_batch(obs)
-        # TODO(merge): the VLA of this branch still takes the dict batch; after the model split it takes the
-        # Batch itself: pass `batch` and delete this conversion.
-        chunk = self.model.sample_actions(vars(batch), num_steps=self.num_steps)
+        chunk = self.model.sample_actions(batch, num_steps=self.num_steps)
         actions = chunk[0, :, : self.action_dim].float().cpu().numpy()
         return {
             "actions": self.action_norm.inverse(actions),
