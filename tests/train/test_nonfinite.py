@@ -6,7 +6,7 @@ STAGE = ["--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=4", "--ch
 
 
 def test_a_nan_step_is_skipped_and_counted(tmp_path, capsys):
-    rc, run = train(tmp_path, *STAGE, "--training.debug_inject_nonfinite_steps=[2]")
+    rc, run = train(tmp_path, *STAGE, "--debug.inject_nonfinite_steps=[2]")
     assert rc == 0
     records = read_jsonl(run)
     assert [r["nonfinite_skipped"] for r in records] == [0, 1, 1, 1]
@@ -16,7 +16,7 @@ def test_a_nan_step_is_skipped_and_counted(tmp_path, capsys):
 
 def test_k_nan_steps_in_a_row_stop_with_a_clear_message(tmp_path, capsys):
     rc, _ = train(
-        tmp_path, *STAGE, "--training.debug_inject_nonfinite_steps=[2, 3]", "--training.max_consecutive_nonfinite=2"
+        tmp_path, *STAGE, "--debug.inject_nonfinite_steps=[2, 3]", "--training.max_consecutive_nonfinite=2"
     )
     assert rc == 1
     out = capsys.readouterr().out

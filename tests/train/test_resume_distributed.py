@@ -22,7 +22,7 @@ def test_sigkill_then_restart_reproduces_the_uninterrupted_losses(tmp_path):
 
     with ThreadPoolExecutor(2) as pool:
         reference = pool.submit(launch, "reference")
-        crashed = pool.submit(launch, "crashed", "--training.debug_sigkill_at_step=6", check=False)
+        crashed = pool.submit(launch, "crashed", "--debug.sigkill_at_step=6", check=False)
         reference.result()
         assert crashed.result().returncode != 0
     ckpts = tmp_path / "crashed" / "checkpoints"

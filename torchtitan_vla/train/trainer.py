@@ -160,7 +160,7 @@ class Trainer:
             logger.info(f"model initialised from {ck.initial_load_path} (dcp, model only)")
 
     def _run_stage(self, plan: StagePlan, resume: CheckpointInfo | None) -> None:
-        self._begin_stage(plan)
+        self.begin_stage(plan)
         if resume is not None:
             self._restore(resume)
         cfg, state = self.stage_config, self.train_state
@@ -196,7 +196,7 @@ class Trainer:
                 logger.info(f"preempted: state saved at step {step}; exiting with code 0 so the job can be requeued")
                 raise Preempted()
 
-    def _begin_stage(self, plan: StagePlan) -> None:
+    def begin_stage(self, plan: StagePlan) -> None:
         """Everything that lives for one stage, built from the stage's own configuration."""
         self.plan = plan
         self.stage_config = cfg = plan.stage.config
