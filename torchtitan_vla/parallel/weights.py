@@ -103,7 +103,7 @@ def open_safetensors(folder: str | Path) -> Iterator[TensorSource]:
             sliced = handles[key][1].get_slice(key)
             return sliced[:] if rows is None else sliced[rows[0]: rows[1]]
 
-        yield TensorSource(str(folder), {k: str(p) for k, (p, _) in handles.items()},
+        yield TensorSource(str(folder), {k: p.name for k, (p, _) in handles.items()},
                            lambda k: tuple(handles[k][1].get_slice(k).get_shape()), read)
 
 
@@ -135,7 +135,8 @@ def _plan(module: nn.Module, source: TensorSource, key_map: KeyMap, skip: KeyFil
             continue
         unknown = [k for k in mapped if k not in targets]
         if unknown:
-            unexpected.append(f"{name} in {where} (maps to {unknown})")
+            renamed = "" if unknown == [name] else f" (as {', '.join(unknown)})"
+            unexpected.append(f"{name} in {where}{renamed}")
         for key in set(mapped) - set(unknown):
             if mapped[key].shape != targets[key].shape:
                 mismatched.append(f"{key}: checkpoint {tuple(mapped[key].shape)} vs model "

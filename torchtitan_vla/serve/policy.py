@@ -30,9 +30,9 @@ from torchtitan_vla.data.normalize import Normalizer
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.robot import robot_sample
 from torchtitan_vla.data.sample import Collator
-from torchtitan_vla.processing.tokenizer import Tokenizer
 from torchtitan_vla.models.vla import VLA
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
+from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import ObservationKeyMap
 
