@@ -28,8 +28,9 @@ from ae_helpers import make_batch, tiny_vla  # noqa: E402
 
 from torchtitan_vla.config import JobConfig  # noqa: E402
 from torchtitan_vla.models.vla import VLA  # noqa: E402
+from torchtitan_vla.models.vla.hf_keys import load_vlm_hf, vlm_hf_state_dict  # noqa: E402
 from torchtitan_vla.parallel import ParallelDims, clip_grad_norm_, global_counts, normalize_loss, parallelize_vla  # noqa: E402
-from torchtitan_vla.parallel.weights import init_on_device, load_vla_hf_weights  # noqa: E402
+from torchtitan_vla.parallel.weights import init_on_device  # noqa: E402
 from torchtitan_vla.utils.distributed import init_distributed  # noqa: E402
 
 GLOBAL_BATCH = 4
@@ -203,28 +204,26 @@ def lm_head_logits(model: VLA, batch: dict) -> torch.Tensor:
 
 
 def check_hf_loading(reference: VLA) -> None:
-    """Rank 0 writes the reference's VLM as an HF checkpoint; sharded models load it (per-rank slices
-    and rank-0 broadcast) and must give the unsharded reference's logits."""
+    """Rank 0 writes the reference's VLM as an HF checkpoint; a sharded model loads it (each rank reads
+    its own rows) and must give the unsharded reference's logits."""
     folder = [tempfile.mkdtemp(prefix="hf_vlm_") if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(folder)
     if dist.get_rank() == 0:
-        save_file({k: v.contiguous() for k, v in reference.vlm_hf_state_dict().items()}, f"{folder[0]}/model.safetensors")
+        save_file(vlm_hf_state_dict(reference), f"{folder[0]}/model.safetensors")
     dist.barrier()
     batch = make_batch(reference, batch_size=GLOBAL_BATCH, seed=11)
     expected = lm_head_logits(reference, batch)
     cfg = job_config()
-    for per_rank in (True, False):
-        dims = ParallelDims.from_config(cfg.parallelism)
-        with torch.device("meta"):
-            model = VLA.from_config(cfg.model, reference.expert_cfg)
-        parallelize_vla(model, dims, cfg)
-        torch.manual_seed(123)  # fresh weights that differ from the reference's
-        init_on_device(model, torch.device("cpu"))
-        load_vla_hf_weights(model, folder[0], per_rank=per_rank)
-        got = lm_head_logits(model, batch)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-        path = "per-rank slices" if per_rank else "rank-0 broadcast"
-        log(f"OK sharded HF loading ({path}) gives the unsharded logits, max |diff| {(got - expected).abs().max():.2e}")
+    dims = ParallelDims.from_config(cfg.parallelism)
+    with torch.device("meta"):
+        model = VLA.from_config(cfg.model, reference.expert_cfg)
+    parallelize_vla(model, dims, cfg)
+    torch.manual_seed(123)  # fresh weights that differ from the reference's
+    init_on_device(model, torch.device("cpu"))
+    load_vlm_hf(model, folder[0])
+    got = lm_head_logits(model, batch)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    log(f"OK sharded HF loading (per-rank slices) gives the unsharded logits, max |diff| {(got - expected).abs().max():.2e}")
 
 
 def main() -> None:
