@@ -107,6 +107,13 @@ def open_safetensors(folder: str | Path) -> Iterator[TensorSource]:
                            lambda k: tuple(handles[k][1].get_slice(k).get_shape()), read)
 
 
+def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors folder under its stored name, in memory (for tools and tests;
+    ``load_weights_from`` reads into a model without this second copy)."""
+    with open_safetensors(folder) as source:
+        return {name: source.read(name, None) for name in source.names}
+
+
 def _rows(target: torch.Tensor) -> tuple[int, int] | None:
     """Rows (dim 0) of the global tensor this rank holds, or None for a plain (unsharded) tensor."""
     if not isinstance(target, DTensor):

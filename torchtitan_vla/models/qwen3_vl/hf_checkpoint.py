@@ -11,7 +11,10 @@ from pathlib import Path
 
 import torch
 
-from ...parallel.weights import TensorSource, load_weights, load_weights_from, open_safetensors
+from ...parallel.weights import TensorSource, load_weights, load_weights_from
+
+# VLA.from_config still reads a whole folder under this name; it goes when from_config uses hf_keys.load_vlm_hf.
+from ...parallel.weights import read_state_dict as read_hf_state_dict  # noqa: F401
 from ...parallel.weights_writer import DEFAULT_MAX_SHARD_BYTES, Conversion, write_weights
 from .args import Qwen3VLArgs
 from .model import Qwen3VLModel
@@ -31,13 +34,6 @@ def write_hf_config(args: Qwen3VLArgs, folder: Path, dtype: torch.dtype) -> None
     config = args.to_hf_config()
     config["dtype"] = str(dtype).removeprefix("torch.")
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-
-
-def read_hf_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of an HF folder, under its HF name, in memory (prefer ``load_hf_checkpoint`` or
-    ``load_weights_from``, which read into a model without a second copy)."""
-    with open_safetensors(path) as source:
-        return {name: source.read(name, None) for name in source.names}
 
 
 def hf_conversions(args: Qwen3VLArgs, keys: Iterable[str]) -> list[Conversion]:
