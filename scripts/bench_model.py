@@ -109,7 +109,9 @@ def main() -> None:
     with torch.device("meta"):
         ours = Qwen3VLModel(args)
     if hf is not None:
-        load_hf_weights(ours, {k: v.detach().clone() for k, v in hf.state_dict().items()}, assign=True)
+        ours.to_empty(device=device)
+        ours.to(dtype)
+        load_hf_weights(ours, hf.state_dict())
         ours.reset_buffers(device)
     else:
         ours.to_empty(device=device)

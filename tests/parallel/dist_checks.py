@@ -29,7 +29,8 @@ from torchtitan_vla.config import JobConfig
 from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.models.vla import VLA, ForwardOptions
 from torchtitan_vla.parallel import ParallelDims, clip_grad_norm_, parallelize_vla
-from torchtitan_vla.parallel.weights import init_on_device, load_vla_hf_weights
+from torchtitan_vla.models.vla.hf_keys import load_vlm_hf, vlm_hf_state_dict
+from torchtitan_vla.parallel.weights import init_on_device
 from torchtitan_vla.train.forward_backward import forward_backward
 from torchtitan_vla.train.loss import LossWeights, weighted_total
 from torchtitan_vla.utils.distributed import all_reduce_sum, init_distributed
@@ -201,7 +202,7 @@ def check_hf_loading(reference: VLA) -> dict:
     folder = [tempfile.mkdtemp(prefix="hf_vlm_") if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(folder)
     if dist.get_rank() == 0:
-        save_file({k: v.contiguous() for k, v in reference.vlm_hf_state_dict().items()}, f"{folder[0]}/model.safetensors")
+        save_file({k: v.contiguous() for k, v in vlm_hf_state_dict(reference).items()}, f"{folder[0]}/model.safetensors")
     dist.barrier()
     batch = make_batch(reference, batch_size=GLOBAL_BATCH, seed=11)
     expected = lm_head_logits(reference, batch)
@@ -212,7 +213,7 @@ def check_hf_loading(reference: VLA) -> dict:
     parallelize_vla(model, dims, cfg)
     torch.manual_seed(123)  # fresh weights that differ from the reference's
     init_on_device(model, torch.device("cpu"))
-    load_vla_hf_weights(model, folder[0])
+    load_vlm_hf(model, folder[0])
     return {"max_logit_diff": float((lm_head_logits(model, batch) - expected).abs().max())}
 
 

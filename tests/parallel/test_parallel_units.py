@@ -84,13 +84,6 @@ def test_clip_grad_norm_matches_torch_on_plain_tensors():
         torch.testing.assert_close(pb.grad, pa.grad)
 
 
-def test_loading_from_a_folder_without_weights_names_the_folder(tmp_path):
-    from torchtitan_vla.parallel.weights import load_hf_sharded
-
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        load_hf_sharded(StandIn(), tmp_path, from_hf=dict)
-
-
 def _saved_tensors_of_joint_forward(vla, batch) -> int:
     """Tensors autograd keeps for backward during one training forward of the real tiny VLA."""
     count = [0]

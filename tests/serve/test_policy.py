@@ -6,7 +6,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
+from torchtitan_vla.parallel.weights import INDEX_NAME
 from torchtitan_vla.serve.key_map import ObservationKeyMap
 from torchtitan_vla.serve.policy import Policy
 from torchtitan_vla.tools.debug_policy import export_debug_policy
@@ -39,12 +41,39 @@ def test_infer_normalizes_state_and_unnormalizes_actions(export_dir):
     np.testing.assert_allclose(actions, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_export_is_sharded_safetensors_that_the_policy_reads_weight_for_weight(export_dir):
+    index = json.loads((export_dir / INDEX_NAME).read_text())
+    stored = {}
+    for file in sorted(set(index["weight_map"].values())):
+        stored.update(load_file(str(export_dir / file)))
+    policy = Policy.from_export(export_dir)
+    state = policy.model.state_dict()
+    assert set(stored) == set(state) == set(index["weight_map"])
+    for name, tensor in state.items():
+        assert torch.equal(tensor, stored[name]), name
+
+
 def test_broken_exports_are_named(export_dir, tmp_path):
-    broken = tmp_path / "no_weights"
+    broken = tmp_path / "no_index"
     shutil.copytree(export_dir, broken)
-    (broken / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+    (broken / INDEX_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=INDEX_NAME):
         Policy.from_export(broken)
+
+    shard = json.loads((export_dir / INDEX_NAME).read_text())["weight_map"]["vlm.norm.weight"]
+    no_shard = tmp_path / "no_shard"
+    shutil.copytree(export_dir, no_shard)
+    (no_shard / shard).unlink()
+    with pytest.raises(FileNotFoundError, match=shard):
+        Policy.from_export(no_shard)
+
+    wrong = tmp_path / "wrong_shape"
+    shutil.copytree(export_dir, wrong)
+    tensors = load_file(str(wrong / shard))
+    tensors["vlm.norm.weight"] = torch.zeros(3)
+    save_file(tensors, str(wrong / shard))
+    with pytest.raises(ValueError, match=rf"vlm.norm.weight: checkpoint \(3,\) vs model \(64,\) \(vlm.norm.weight in {shard}\)"):
+        Policy.from_export(wrong)
 
     no_stats = tmp_path / "no_stats"
     shutil.copytree(export_dir, no_stats)

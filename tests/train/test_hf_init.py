@@ -12,15 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from distributed_helper import REPO_ROOT, run_torchrun
+from models.qwen3vl_oracle import pixels, tiny_hf_config
 
 from torchtitan_vla.config import load_config, resolve_stages
 from torchtitan_vla.models.qwen3_vl import load_hf_checkpoint
 from torchtitan_vla.processing.tokenizer import Tokenizer, build_debug_tokenizer
 from torchtitan_vla.train.spec import default_spec
 from torchtitan_vla.train.trainer import Trainer
-
-sys.path.insert(0, str(REPO_ROOT / "tests" / "models"))
-from qwen3vl_oracle import pixels, tiny_hf_config  # noqa: E402
 
 GRID = (1, 4, 4)
 

@@ -1,37 +1,36 @@
-"""Filling a meta-device, already sharded model: fresh init, or HF safetensors without ever holding the
-full model on every rank.
+"""Filling a meta-device, possibly sharded model: fresh init, or weights read from safetensors.
 
 Order: build on ``meta`` -> ``parallelize_vla`` -> ``init_on_device`` (allocates local shards only,
-then ``init_weights``) -> optionally ``load_hf_sharded`` / ``load_hf_rank0`` into the VLM part.
+then ``init_weights``) -> optionally ``load_weights`` (HF Qwen3-VL into the VLM part, an exported policy
+into the whole VLA). A plain, unsharded module is the one-rank case of the same reader.
 
-Peak host memory per rank (P = bytes of the VLM in the checkpoint dtype, N = data-parallel ranks,
-T = bytes of the largest single tensor):
-
-* ``init_on_device``: the local shards, about P/N per rank (plus the non-persistent RoPE buffers).
-* ``load_hf_sharded`` (every rank reads only its rows of every tensor from the safetensors files,
-  which are memory-mapped): P/N + the rows of one tensor, so about P/N + T/N. The path for large models.
-* ``load_hf_rank0`` (rank 0 reads the whole checkpoint, then broadcasts tensor by tensor): rank 0
-  holds about P + P/N, the other ranks P/N + T. Simple and fine for small models (the debug flavor,
-  2B on a large host); it also works when the checkpoint is on rank 0's disk only.
+``load_weights`` is the only weight reader of the project: every rank reads only its own dim-0 rows of
+each tensor from the memory-mapped safetensors files, through a key mapping (the model's state-dict
+adapter, or none). Peak host memory per rank (P = bytes of the model, N = data-parallel ranks, T =
+bytes of the largest tensor): the local shards, P/N, plus the rows of one tensor, T/N.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.tensor import DTensor, Shard
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-from torchtitan_vla.models.qwen3_vl.hf_checkpoint import safetensors_files
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
 
-FromHF = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+KeyMap = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+"""Stored names -> module names (``Qwen3VLStateDictAdapter.from_hf``); must keep dim 0 of every tensor
+(renames, reshapes and splits along later dims do), since FSDP shards dim 0."""
+
 KeyFilter = Callable[[str], bool]
 
 
@@ -44,8 +43,75 @@ def init_on_device(model: nn.Module, device: torch.device, buffer_device: torch.
     ``to_empty`` leaves uninitialised.
     """
     model.to_empty(device=device)
-    with torch.no_grad():
-        model.init_weights(buffer_device=buffer_device or device)
+    model.init_weights(buffer_device=buffer_device or device)
+
+
+def safetensors_files(folder: str | Path) -> list[Path]:
+    """The weight files of a folder: those its index names, else model.safetensors, else every
+    ``*.safetensors`` in it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"weights folder {folder} does not exist")
+    index = folder / INDEX_NAME
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} names weight files that do not exist: {missing}")
+        return [folder / n for n in names]
+    if (folder / SINGLE_NAME).is_file():
+        return [folder / SINGLE_NAME]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors (or {INDEX_NAME}) in the weights folder {folder}")
+    return files
+
+
+@dataclass
+class TensorSource:
+    """Named tensors that can be read by rows."""
+
+    where: str
+    """What the tensors are (a folder), for error messages."""
+
+    names: dict[str, str]
+    """Stored name -> where it is stored (its file), for error messages."""
+
+    shape: Callable[[str], tuple[int, ...]]
+    """Stored name -> its shape, without reading the data."""
+
+    read: Callable[[str, tuple[int, int] | None], torch.Tensor]
+    """(stored name, rows [start, stop) of dim 0 or None for all) -> the tensor."""
+
+    @classmethod
+    def of_dict(cls, state: dict[str, torch.Tensor], where: str = "the state dict") -> TensorSource:
+        """An in-memory state dict (e.g. a transformers model's) as a source."""
+        return cls(where, dict.fromkeys(state, where), lambda k: tuple(state[k].shape),
+                   lambda k, rows: state[k] if rows is None else state[k][rows[0]: rows[1]])
+
+
+@contextmanager
+def open_safetensors(folder: str | Path) -> Iterator[TensorSource]:
+    """The tensors of a safetensors folder, memory-mapped: a read touches only the rows it asks for."""
+    with ExitStack() as stack:
+        handles = {}
+        for path in safetensors_files(folder):
+            handle = stack.enter_context(safe_open(str(path), framework="pt"))
+            handles.update(dict.fromkeys(handle.keys(), (path, handle)))
+
+        def read(key: str, rows: tuple[int, int] | None) -> torch.Tensor:
+            sliced = handles[key][1].get_slice(key)
+            return sliced[:] if rows is None else sliced[rows[0]: rows[1]]
+
+        yield TensorSource(str(folder), {k: p.name for k, (p, _) in handles.items()},
+                           lambda k: tuple(handles[k][1].get_slice(k).get_shape()), read)
+
+
+def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors folder under its stored name, in memory (for tools and tests;
+    ``load_weights_from`` reads into a model without this second copy)."""
+    with open_safetensors(folder) as source:
+        return {name: source.read(name, None) for name in source.names}
 
 
 def _rows(target: torch.Tensor) -> tuple[int, int] | None:
@@ -54,7 +120,7 @@ def _rows(target: torch.Tensor) -> tuple[int, int] | None:
         return None
     for placement in target.placements:
         if isinstance(placement, Shard) and placement.dim != 0:
-            raise ValueError(f"load_hf_sharded: only dim-0 sharding is supported, got {target.placements}")
+            raise ValueError(f"load_weights: only dim-0 sharding is supported, got {target.placements}")
     shape, offset = compute_local_shape_and_global_offset(target.shape, target.device_mesh, target.placements)
     return offset[0], offset[0] + shape[0]
 
@@ -63,91 +129,58 @@ def _local(target: torch.Tensor) -> torch.Tensor:
     return target.to_local() if isinstance(target, DTensor) else target
 
 
-@torch.no_grad()
-def load_hf_sharded(
-    module: nn.Module, hf_dir: str | Path, from_hf: FromHF, strict: bool = True, not_in_hf: KeyFilter | None = None
-) -> list[str]:
-    """Every rank reads its own rows of each tensor straight from the safetensors files.
-
-    ``from_hf`` maps an HF state dict to ``module``'s keys (the model's state-dict adapter); it must keep
-    dim 0 of every tensor (renames, reshapes and splits along later dims do), since FSDP shards dim 0.
-    Returns the module keys that the checkpoint did not fill (an error with ``strict``, except keys
-    that share storage with a filled one, e.g. a tied LM head, and keys ``not_in_hf`` accepts).
-    """
+def _plan(module: nn.Module, source: TensorSource, key_map: KeyMap, skip: KeyFilter | None) -> dict[str, list[str]]:
+    """Stored name -> the module keys it fills, after checking every name and shape: one ValueError
+    lists every missing, unexpected and mis-shaped key (with the file) before anything is copied."""
     targets = module.state_dict()
-    filled: set[str] = set()
-    for path in safetensors_files(hf_dir):
-        with safe_open(str(path), framework="pt") as f:
-            for hf_key in f.keys():
-                tensor_slice = f.get_slice(hf_key)
-                # Map the key on an empty tensor of the right shape first, to learn which rows to read.
-                probe = from_hf({hf_key: torch.empty(tensor_slice.get_shape(), device="meta")})
-                unknown = [k for k in probe if k not in targets]
-                if unknown:
-                    raise ValueError(f"{path}: {hf_key} maps to {unknown}, which {type(module).__name__} lacks")
-                rows = {_rows(targets[k]) for k in probe}
-                if len(rows) != 1:
-                    raise ValueError(f"{path}: {hf_key} feeds tensors sharded differently: {sorted(probe)}")
-                span = rows.pop()
-                data = tensor_slice[:] if span is None else tensor_slice[span[0] : span[1]]
-                for key, value in from_hf({hf_key: data}).items():
-                    local = _local(targets[key])
-                    if local.shape != value.shape:
-                        raise ValueError(
-                            f"{path}: {hf_key} gives {key} a local shape {tuple(value.shape)}, "
-                            f"but this rank holds {tuple(local.shape)}"
-                        )
-                    local.copy_(value)
-                    filled.add(key)
-    return _check_unfilled(targets, filled, strict, hf_dir, not_in_hf)
-
-
-def _check_unfilled(targets: dict, filled: set[str], strict: bool, hf_dir, not_in_hf: KeyFilter | None) -> list[str]:
-    filled_storage = {_local(targets[k]).untyped_storage().data_ptr() for k in filled}
-    unfilled = sorted(
-        k
-        for k in targets
-        if k not in filled
-        and _local(targets[k]).untyped_storage().data_ptr() not in filled_storage
-        and not (not_in_hf and not_in_hf(k))
-    )
-    if strict and unfilled:
-        raise ValueError(f"{hf_dir}: the checkpoint has no weights for {unfilled}")
-    return unfilled
-
-
-def load_hf_rank0(
-    module: nn.Module, hf_dir: str | Path, from_hf: FromHF, strict: bool = True, not_in_hf: KeyFilter | None = None
-) -> None:
-    """Rank 0 reads the whole checkpoint and broadcasts it; each rank keeps its shard.
-
-    Only rank 0 needs to see ``hf_dir``. Tied parameters missing from the checkpoint (the LM head of a
-    tied flavor) are filled through the parameter they share.
-    """
-    is_rank0 = not dist.is_initialized() or dist.get_rank() == 0
-    state: dict[str, torch.Tensor] = {}
-    if is_rank0:
-        for path in safetensors_files(hf_dir):
-            state.update(from_hf(load_file(str(path))))
-        targets = module.state_dict()
-        unknown = sorted(set(state) - set(targets))
+    plan, unexpected, mismatched = {}, [], []
+    for name, where in source.names.items():
+        try:  # Map a meta tensor of the stored shape: names and shapes without reading any data.
+            mapped = key_map({name: torch.empty(source.shape(name), device="meta")})
+        except ValueError as error:
+            unexpected.append(f"{name} in {where} ({error})")
+            continue
+        unknown = [k for k in mapped if k not in targets]
         if unknown:
-            raise ValueError(f"{hf_dir}: checkpoint keys {unknown} are not in {type(module).__name__}")
-        _check_unfilled(targets, set(state), strict, hf_dir, not_in_hf)
-    # Non-strict: tied keys absent from the checkpoint share storage with a present one.
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=dist.is_initialized(), strict=False)
-    set_model_state_dict(module, state, options=options)
+            renamed = "" if unknown == [name] else f" (as {', '.join(unknown)})"
+            unexpected.append(f"{name} in {where}{renamed}")
+        for key in set(mapped) - set(unknown):
+            if mapped[key].shape != targets[key].shape:
+                mismatched.append(f"{key}: checkpoint {tuple(mapped[key].shape)} vs model "
+                                  f"{tuple(targets[key].shape)} ({name} in {where})")
+        if len({_rows(targets[k]) for k in mapped if k in targets}) > 1:
+            raise ValueError(f"{name} in {where} feeds tensors sharded differently: {sorted(mapped)}")
+        plan[name] = list(mapped)
+    filled = {k for keys in plan.values() for k in keys}
+    # A key sharing storage with a filled one (the tied LM head) is filled through it.
+    filled_storage = {_local(targets[k]).untyped_storage().data_ptr() for k in filled if k in targets}
+    missing = [k for k in targets if k not in filled and not (skip and skip(k))
+               and _local(targets[k]).untyped_storage().data_ptr() not in filled_storage]
+    problems = [f"{what}: {sorted(keys)}" for what, keys in
+                (("missing from the checkpoint", missing), ("unexpected", unexpected),
+                 ("shape mismatches", mismatched)) if keys]
+    if problems:
+        raise ValueError(f"{source.where} does not fit {type(module).__name__}; " + "; ".join(problems))
+    return plan
 
 
-def load_vla_hf_weights(vla: nn.Module, hf_dir: str | Path, per_rank: bool = True) -> None:
-    """Load HF Qwen3-VL safetensors into ``vla.vlm`` (sharded or not); the expert keeps its weights.
+@torch.no_grad()
+def load_weights(module: nn.Module, source: TensorSource, key_map: KeyMap | None = None,
+                 skip: KeyFilter | None = None) -> None:
+    """Copy every tensor of ``source`` into ``module`` (materialised, sharded or not); each rank reads
+    only the rows it holds. ``key_map`` renames stored names to module keys (identity when None);
+    module keys that ``skip`` accepts may be absent from the source (the expert half of joint layers,
+    LoRA adapters)."""
+    key_map = key_map or dict
+    targets = module.state_dict()
+    for name, keys in _plan(module, source, key_map, skip).items():
+        rows = _rows(targets[keys[0]]) if keys else None
+        for key, value in key_map({name: source.read(name, rows)}).items():
+            _local(targets[key]).copy_(value)
 
-    ``per_rank`` (default) reads per-rank slices; ``False`` reads on rank 0 and broadcasts. Matches the
-    trainer's ``TrainSpec.load_hf_weights(model, folder)``.
-    """
-    from torchtitan_vla.models.qwen3_vl.state_dict_adapter import Qwen3VLStateDictAdapter
-    from torchtitan_vla.models.vla import not_in_hf_checkpoint
 
-    from_hf = Qwen3VLStateDictAdapter(vla.vlm.args).from_hf
-    loader = load_hf_sharded if per_rank else load_hf_rank0
-    loader(vla.vlm, hf_dir, from_hf, strict=True, not_in_hf=not_in_hf_checkpoint)
+def load_weights_from(module: nn.Module, folder: str | Path, key_map: KeyMap | None = None,
+                      skip: KeyFilter | None = None) -> None:
+    """``load_weights`` from a safetensors folder (index + shards, or one model.safetensors)."""
+    with open_safetensors(folder) as source:
+        load_weights(module, source, key_map, skip)

@@ -2,7 +2,8 @@
 
 The export folder (written by the trainer at the end of a job):
 
-* ``model.safetensors``: the VLA's state dict;
+* ``model.safetensors.index.json`` and the safetensors shards it names: the VLA's state dict under its
+  own names (written by ``parallel.weights_writer``, read by ``parallel.weights``);
 * ``config.json``: the resolved JobConfig as a dict (one key per section) plus ``camera_keys`` (the
   dataset cameras, in prompt order), ``state_dim``, ``action_dim`` (the robot's real widths) and
   ``norm_stats`` = ``{"mode": "mean_std" | "quantile" | "none", "state": {mean, std, q01, q99, ...},
@@ -31,12 +32,13 @@ from torchtitan_vla.data.normalize import Normalizer
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.robot import robot_sample
 from torchtitan_vla.data.sample import Collator
-from torchtitan_vla.processing.tokenizer import Tokenizer
 from torchtitan_vla.models.vla import VLA
+from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
+from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import ObservationKeyMap
 
-EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+EXPORT_FILES = (INDEX_NAME, "config.json", "tokenizer.json")
 _EXPORT_EXTRA_KEYS = ("camera_keys", "state_dim", "action_dim", "norm_stats")
 
 
@@ -47,6 +49,7 @@ def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
     for name in EXPORT_FILES:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"exported policy folder {folder} lacks {name} (expected {', '.join(EXPORT_FILES)})")
+    safetensors_files(folder)  # every shard the index names exists
     path = folder / "config.json"
     with open(path) as f:
         raw = json.load(f)
@@ -106,8 +109,6 @@ class Policy:
     @classmethod
     def from_export(cls, folder: str | Path, device: str | torch.device = "cpu",
                     key_map: ObservationKeyMap | None = None, num_steps: int | None = None) -> Policy:
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         cfg, extras = read_export_config(folder)
         if cfg.model.hf_assets_path and not Path(cfg.model.hf_assets_path).is_absolute():
@@ -116,14 +117,10 @@ class Policy:
         tokenizer = Tokenizer.from_file(folder / "tokenizer.json")
         with torch.device("meta"):
             model = VLA.from_config(cfg.model, cfg.action_expert, tokenizer)
-        state = load_file(str(folder / "model.safetensors"), device=str(device))
         model.to_empty(device=device)
-        # Non-persistent buffers (RoPE tables) are not in the file: initialise, then overwrite every weight.
+        # Non-persistent buffers (RoPE tables) are not in the files: initialise, then overwrite every weight.
         model.init_weights(buffer_device=torch.device(device))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{folder / 'model.safetensors'} does not match the exported config: "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        load_weights_from(model, folder)
         return cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps)
 
     # -- observation -> batch --

@@ -1,5 +1,9 @@
-"""Export of the trained policy for serving: ``model.safetensors`` + ``config.json`` + ``tokenizer.json``
-+ ``vlm/config.json``.
+"""Exports at the end of a job, both through the one weight writer (``parallel.weights_writer``: sharded
+safetensors + ``model.safetensors.index.json``, atomic, gathered one tensor at a time from a sharded
+model): ``export_policy`` for serving and ``export_hf`` (the VLM as a Hugging Face Qwen3-VL folder).
+
+The policy folder holds the weights (the VLA's own state dict), ``config.json``, ``tokenizer.json`` and
+``vlm/config.json``.
 
 The format is the contract with ``torchtitan_vla.serve.Policy.from_export``: config.json is the
 resolved JobConfig (one key per section) plus ``camera_keys``, ``state_dim``, ``action_dim`` and
@@ -12,18 +16,17 @@ machine that does not have that folder.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from torchtitan_vla.config import JobConfig, config_to_dict
+from torchtitan_vla.models.qwen3_vl.hf_checkpoint import write_hf_config
+from torchtitan_vla.models.vla.hf_keys import vlm_hf_conversions
 from torchtitan_vla.parallel.fsdp import dtype_from_name
-from torchtitan_vla.utils import distributed as dist_utils
+from torchtitan_vla.parallel.weights_writer import DEFAULT_MAX_SHARD_BYTES, as_stored, write_weights
 from torchtitan_vla.utils.logging import logger
 
 VLM_CONFIG_DIR = "vlm"  # the VLM architecture (HF config.json), relative to the export folder
@@ -64,27 +67,33 @@ def policy_metadata(cfg: JobConfig) -> dict:
     }
 
 
-def full_state_dict(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The unsharded state dict on rank 0's CPU (a collective: every rank must call it)."""
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    out, seen = {}, {}
-    for name, tensor in state.items():
-        tensor = tensor.to(dtype) if tensor.is_floating_point() else tensor
-        # safetensors refuses aliased tensors (tied embeddings): store each name's own copy.
-        ptr = tensor.data_ptr()
-        out[name] = tensor.clone().contiguous() if ptr in seen else tensor.contiguous()
-        seen[ptr] = name
-    return out
+def _export_dtype(cfg_value: str) -> torch.dtype:
+    return dtype_from_name(cfg_value, "checkpoint.export_dtype")
 
 
-def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file: str, dtype: str) -> None:
-    """Write the exported policy folder atomically (a temp folder renamed at the end); every rank calls it."""
-    state = full_state_dict(model, dtype_from_name(dtype, "checkpoint.export_dtype"))
-    if dist_utils.rank() == 0:
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(state, str(tmp / "model.safetensors"))
+def export_hf(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file: str = "",
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
+    """The VLM part (LoRA merged, expert left out) as an HF Qwen3-VL folder that transformers loads:
+    config.json, safetensors shards + index (and tokenizer.json when given, so the folder can be a
+    later run's ``model.hf_assets_path``). ``model`` may be sharded; every rank calls it."""
+    dtype = _export_dtype(cfg.checkpoint.export_dtype)
+
+    def write_files(tmp: Path) -> None:
+        write_hf_config(model.vlm.args, tmp, dtype)
+        if tokenizer_file:
+            shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+
+    write_weights(folder, model.vlm.state_dict(), vlm_hf_conversions(model), dtype, max_shard_bytes, write_files)
+    logger.info(f"exported the VLM in Hugging Face format to {folder}")
+
+
+def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file: str, dtype: str,
+                  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
+    """Write the exported policy folder atomically: the model's state dict under its own names as
+    safetensors shards + index (``model`` may be sharded; every rank calls it), config.json,
+    tokenizer.json and vlm/config.json."""
+
+    def write_files(tmp: Path) -> None:
         config = {**config_to_dict(cfg), **policy_metadata(cfg)}
         vlm = getattr(model, "vlm", None)
         if vlm is not None:
@@ -94,7 +103,7 @@ def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         if tokenizer_file:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        logger.info(f"exported policy to {folder}")
-    dist_utils.barrier()
+
+    state = model.state_dict()
+    write_weights(folder, state, as_stored(state), _export_dtype(dtype), max_shard_bytes, write_files)
+    logger.info(f"exported policy to {folder}")

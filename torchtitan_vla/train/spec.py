@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from torchtitan_vla.config import JobConfig
-from torchtitan_vla.parallel.fsdp import dtype_from_name
 from torchtitan_vla.parallel.parallel_dims import ParallelDims
 from torchtitan_vla.parallel.parallelize import parallelize_vla
 
@@ -89,44 +87,17 @@ def _build_dataloader(cfg: JobConfig, tokenizer, dp_rank: int, dp_world_size: in
     return build_dataloader(cfg, tokenizer, dp_rank, dp_world_size, split=split)
 
 
-def _export_hf(model: nn.Module, cfg: JobConfig, folder: Path) -> None:
-    """The VLM part (LoRA merged, expert left out) as an HF Qwen3-VL folder: config.json + safetensors."""
-    import json
-    import os
-    import shutil
-
-    from safetensors.torch import save_file
-
-    from torchtitan_vla.utils import distributed as dist_utils
-
-    from .export import full_state_dict
-
-    state = full_state_dict(model, dtype_from_name(cfg.checkpoint.export_dtype, "checkpoint.export_dtype"))
-    if dist_utils.rank() == 0:
-        # An unsharded CPU copy on rank 0 gives the model's own HF mapping (adapter, LoRA merge).
-        tokenizer = _build_tokenizer(cfg) if _tokenizer_path(cfg) else None
-        with torch.device("meta"):
-            copy = _build_model(cfg, tokenizer)
-        copy.load_state_dict(state, assign=True)
-        copy.vlm.tie_weights()
-        hf_state = {k: v.contiguous() for k, v in copy.vlm_hf_state_dict().items()}
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(hf_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        config = copy.vlm.args.to_hf_config()
-        config["dtype"] = cfg.checkpoint.export_dtype
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    dist_utils.barrier()
-
-
 def _load_hf_weights(model: nn.Module, folder: str) -> None:
-    from torchtitan_vla.parallel.weights import load_vla_hf_weights
+    from torchtitan_vla.models.vla.hf_keys import load_vlm_hf
 
     # Per-rank slices: no rank ever holds the full VLM.
-    load_vla_hf_weights(model, folder, per_rank=True)
+    load_vlm_hf(model, folder)
+
+
+def _export_hf(model: nn.Module, cfg: JobConfig, folder: Path) -> None:
+    from .export import export_hf
+
+    export_hf(model, cfg, folder, tokenizer_file=_tokenizer_path(cfg))
 
 
 def default_spec() -> TrainSpec:
