@@ -40,7 +40,7 @@ def test_run_train_sh_runs_the_shortened_debug_curriculum(tmp_path):
 
     # The exported policy and the report with the closed-loop numbers.
     policy = run / "export" / "policy"
-    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+    for name in ("model.safetensors.index.json", "config.json", "tokenizer.json"):
         assert (policy / name).is_file()
     report = json.loads((run / "report.json").read_text())
     assert report["episodes"] == 4

@@ -81,14 +81,15 @@ def test_two_stages_checkpoint_and_export_a_servable_policy(generated, tmp_path)
     run_folder = tmp_path / "out" / "real"
     assert sorted(p.name for p in (run_folder / "checkpoints").iterdir()) == ["step-2", "step-4"]
 
-    from safetensors.torch import load_file
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from torchtitan_vla.parallel.weights import read_state_dict
 
     from torchtitan_vla.serve.policy import Policy
 
     dcp_to_torch_save(run_folder / "checkpoints" / "step-2", tmp_path / "s2.pt")
     stage1 = torch.load(tmp_path / "s2.pt", weights_only=False)["model"]
-    exported = load_file(str(run_folder / "export" / "policy" / "model.safetensors"))
+    exported = read_state_dict(run_folder / "export" / "policy")
     assert set(exported) == set(stage1)
     vision = [k for k in stage1 if "vision_encoder" in k]
     assert vision and all(torch.equal(stage1[k], exported[k]) for k in vision), "vision is frozen in stage 2"

@@ -15,6 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def merged_weight(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``W + scaling * B @ A`` in float32, returned in ``W``'s dtype."""
+    return (weight.float() + (lora_b.float() @ lora_a.float()) * scaling).to(weight.dtype)
+
+
 class LoRALinear(nn.Linear):
     """``nn.Linear`` plus a low-rank update; built from an existing linear by ``from_linear``."""
 
@@ -55,8 +60,7 @@ class LoRALinear(nn.Linear):
         merged = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                            device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
-            delta = (self.lora_b.weight.float() @ self.lora_a.weight.float()) * self.scaling
-            merged.weight.copy_(self.weight.float() + delta)
+            merged.weight.copy_(merged_weight(self.weight, self.lora_a.weight, self.lora_b.weight, self.scaling))
             if self.bias is not None:
                 merged.bias.copy_(self.bias)
         return merged

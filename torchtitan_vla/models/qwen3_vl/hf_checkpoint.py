@@ -12,9 +12,6 @@ from pathlib import Path
 import torch
 
 from ...parallel.weights import TensorSource, load_weights, load_weights_from
-
-# VLA.from_config still reads a whole folder under this name; it goes when from_config uses hf_keys.load_vlm_hf.
-from ...parallel.weights import read_state_dict as read_hf_state_dict  # noqa: F401
 from ...parallel.weights_writer import DEFAULT_MAX_SHARD_BYTES, Conversion, write_weights
 from .args import Qwen3VLArgs
 from .model import Qwen3VLModel

@@ -12,7 +12,7 @@ import torch
 
 from ...parallel.weights import TensorSource, load_weights, load_weights_from
 from ...parallel.weights_writer import Conversion, Convert, as_stored, gathered
-from ..lora import LoRALinear, is_lora_parameter
+from ..lora import LoRALinear, is_lora_parameter, merged_weight
 from ..qwen3_vl.hf_checkpoint import hf_conversions
 from ..qwen3_vl.state_dict_adapter import Qwen3VLStateDictAdapter
 
@@ -29,8 +29,7 @@ def not_in_hf_checkpoint(vlm_key: str) -> bool:
 def _merge_lora(weight_key: str, scaling: float, to_hf: Convert, full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     prefix = weight_key.removesuffix("weight")
     weight, a, b = full[weight_key], full[prefix + "lora_a.weight"], full[prefix + "lora_b.weight"]
-    merged = weight.float() + (b.float() @ a.float()) * scaling
-    return to_hf({weight_key: merged.to(weight.dtype)})
+    return to_hf({weight_key: merged_weight(weight, a, b, scaling)})
 
 
 def _with_lora_merged(vla: VLA, conversions: list[Conversion]) -> list[Conversion]:
