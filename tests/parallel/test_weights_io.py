@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-from distributed_helper import REPO_ROOT, run_torchrun
-from export_checks import SHARD_BYTES, lora_job, lora_vla, write_exports
+from tests.distributed_helper import REPO_ROOT, run_torchrun
+from tests.parallel.export_checks import SHARD_BYTES, lora_job, lora_vla, write_exports
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 

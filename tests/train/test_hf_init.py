@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from distributed_helper import REPO_ROOT, run_torchrun
-from models.qwen3vl_oracle import pixels, tiny_hf_config
+from tests.distributed_helper import REPO_ROOT, run_torchrun
+from tests.models.qwen3_vl.oracle import pixels, tiny_hf_config
 
 from torchtitan_vla.config import load_config, resolve_stages
 from torchtitan_vla.models.qwen3_vl import load_hf_checkpoint
