@@ -15,8 +15,8 @@ from pathlib import Path
 from torchtitan_vla.config import JobConfig
 from torchtitan_vla.config.curriculum import Stage
 from torchtitan_vla.config.docs import field_docs
-from torchtitan_vla.config.loader import type_name
-from torchtitan_vla.config.printing import _toml_value
+from torchtitan_vla.config.coercion import field_types, type_name
+from torchtitan_vla.config.printing import toml_value
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -63,7 +63,7 @@ def _default(f: dataclasses.Field) -> str:
         return ""
     if dataclasses.is_dataclass(value) or (isinstance(value, list) and value and dataclasses.is_dataclass(value[0])):
         return ""
-    return f"`{_toml_value(value)}`"
+    return f"`{toml_value(value)}`"
 
 
 def _table(cls: type, title: str, lines: list[str]) -> list[type]:
