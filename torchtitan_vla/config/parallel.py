@@ -36,7 +36,7 @@ class ActivationCheckpoint:
     integer N (checkpoint every N-th block; in TOML ``2``, not ``"2"``)."""
 
     components: list[Component] = field(default_factory=lambda: ["vision", "decoder", "expert"])
-    """Components whose blocks are checkpointed."""
+    """Components whose blocks are checkpointed; all three (the default) means every component the model has."""
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Compile:
     """``torch.compile`` each transformer block (applied after checkpointing, before sharding)."""
 
     components: list[Component] = field(default_factory=lambda: ["vision", "decoder", "expert"])
-    """Components whose blocks are compiled."""
+    """Components whose blocks are compiled; all three (the default) means every component the model has."""
 
     backend: CompileBackend = "inductor"
     """torch.compile backend."""

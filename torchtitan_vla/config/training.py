@@ -88,7 +88,8 @@ class Training:
     """Weight of the flow-matching action loss."""
 
     trainable: list[Component] = field(default_factory=lambda: ["vision", "decoder", "expert"])
-    """Components whose parameters train; the others are frozen (no gradient, no optimizer state)."""
+    """Components whose parameters train; the others are frozen (no gradient, no optimizer state). All
+    three (the default) means every component the model has; ``expert`` alone needs the Action Expert."""
 
     knowledge_insulation: bool = False
     """Stop the flow loss's gradient at the VLM's keys/values, so only the text loss trains the VLM."""

@@ -100,7 +100,7 @@ class _StageCheck:
         for i, src in enumerate(data.sources):
             if not src.name:
                 self.fail(f"data.sources[{i}].name", "must not be empty")
-            if names.count(src.name) > 1:
+            if src.name in names[:i]:
                 self.fail(f"data.sources[{i}].name", f"'{src.name}' is used by more than one source")
             if not src.path.startswith("hf://") and not _exists(src.path):
                 self.fail(f"data.sources[{i}].path", f"= '{src.path}' does not exist (source '{src.name}')")
