@@ -19,18 +19,19 @@ def main(argv: list[str]) -> int:
         if cli.config_path is None:
             raise ConfigError("command line: --config FILE.toml is required")
         loaded, stages = load_stages(cli.config_path, cli.overrides)
+        if cli.print_config:
+            from torchtitan_vla.config.printing import render_stages
+
+            print(f"# configuration from {loaded.source}; {len(stages)} stage(s)")
+            print(render_stages(stages))
+            return 0
+        from torchtitan_vla.train.main import run
+
+        return run(loaded, stages)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line, whatever the message holds
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    if cli.print_config:
-        from torchtitan_vla.config.printing import render_stages
-
-        print(f"# configuration from {loaded.source}; {len(stages)} stage(s)")
-        print(render_stages(stages))
-        return 0
-    from torchtitan_vla.train.main import run
-
-    return run(loaded, stages)
 
 
 if __name__ == "__main__":

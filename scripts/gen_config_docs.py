@@ -14,9 +14,9 @@ import typing
 from pathlib import Path
 
 from torchtitan_vla.config import STAGE_SECTIONS, JobConfig
+from torchtitan_vla.config.coercion import field_types, type_name
 from torchtitan_vla.config.curriculum import Stage
 from torchtitan_vla.config.docs import field_docs
-from torchtitan_vla.config.coercion import field_types, type_name
 from torchtitan_vla.config.printing import toml_value
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
