@@ -1,4 +1,5 @@
-"""Write docs/configuration.md from the config dataclasses (types, defaults, field docstrings).
+"""Write docs/configuration.md from the config dataclasses (types with their choices and constraints,
+defaults, field docstrings, and whether a section is job-level or stage-level).
 
     python scripts/gen_config_docs.py          # rewrite the file
     python scripts/gen_config_docs.py --check  # exit 1 when the file is out of date (the test suite does this)
@@ -12,11 +13,11 @@ import sys
 import typing
 from pathlib import Path
 
-from torchtitan_vla.config import JobConfig
+from torchtitan_vla.config import STAGE_SECTIONS, JobConfig
+from torchtitan_vla.config.coercion import field_types, type_name
 from torchtitan_vla.config.curriculum import Stage
 from torchtitan_vla.config.docs import field_docs
-from torchtitan_vla.config.loader import type_name
-from torchtitan_vla.config.printing import _toml_value
+from torchtitan_vla.config.printing import toml_value
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -28,14 +29,32 @@ a test fails when this file is out of date.
 A run is configured by one TOML file (`train.py --config FILE.toml`) whose tables are the sections
 below. Precedence: command line > TOML > defaults. Any key can be overridden on the command line as
 `--section.key=value` (lists as `a,b` or `["a", "b"]`, tables as `{ robot = 0.8, web = 0.2 }`, a bare
-`--section.flag` means `true`). Unknown sections or keys, and values of the wrong type, are errors
-that name the file, the key and the closest valid key. `--print-config` prints the resolved
-configuration of every curriculum stage and exits.
+`--section.flag` means `true`). The type column gives each key's choices (`"a" | "b"`) and its
+constraint (`int (>= 1)`): unknown sections or keys, values of the wrong type, a choice that is not
+listed and a value outside its constraint are refused when the configuration loads, as one line
+naming the file, the key and the closest valid value, with exit code 2.
+
+After loading, every resolved stage is cross-checked before anything is built: component names must
+exist in the model (no `expert` when `action_expert.enable = false`), mixtures name sources of
+`data.sources`, source names are unique, local paths exist (`hf://` web paths excepted), the LeRobot
+datasets a stage reads have its `state_key`, `action_key` and cameras, with widths within
+`action_expert.max_state_dim` / `max_action_dim`, and the checkpoint and initial-load options agree.
+
+`--print-config` prints, as one TOML document (`[[stages]]`, one entry per stage with every section),
+exactly what each stage runs with, and exits.
+
+## Job-level and stage-level sections
+
+Stage-level sections ({stage_sections}) hold what a stage may change: its
+data, optimizer, schedule and training-time knobs (loss weights, knowledge insulation, the flow-time
+distribution, which components train). Every other section is job-level: the objects it describes (model, mesh, checkpointer, metrics,
+evaluation) are built once for the whole job, so a stage table of a job-level section is refused at
+load.
 
 ## Curriculum stages
 
 `[[curriculum.stages]]` entries run in order in one job. Each has a `name`, `steps` and an optional
-`description`; its sub-tables override other sections for that stage only:
+`description`; its sub-tables override stage-level sections for that stage only:
 
 ```toml
 [[curriculum.stages]]
@@ -48,10 +67,18 @@ trainable = ["vision", "decoder", "expert"]
 ```
 
 Each stage starts from the base sections (not from the previous stage), applies its overrides, then
-the command line. `--curriculum.stages.NAME.section.key=value` overrides one stage only. Tables keyed
+the command line. `--curriculum.stages.NAME.section.key=value` (a stage-level section) and
+`--curriculum.stages.NAME.steps=N` override one stage only. Tables keyed
 by source or component names (`mixture`, `validation_mixture`, `component_lr`,
 `component_weight_decay`) are replaced as a whole, never merged.
 """
+
+
+LEVELS = {
+    f.name: ("*Stage-level*: a `[[curriculum.stages]]` entry may override it." if f.name in STAGE_SECTIONS
+             else "*Job-level*: built once for the whole job; a stage may not override it.")
+    for f in dataclasses.fields(JobConfig)
+}
 
 
 def _default(f: dataclasses.Field) -> str:
@@ -60,21 +87,24 @@ def _default(f: dataclasses.Field) -> str:
     elif f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
     else:
-        return ""
+        return "required"
     if dataclasses.is_dataclass(value) or (isinstance(value, list) and value and dataclasses.is_dataclass(value[0])):
         return ""
-    return f"`{_toml_value(value)}`"
+    return f"`{toml_value(value)}`"
 
 
 def _table(cls: type, title: str, lines: list[str]) -> list[type]:
     docs = field_docs(cls)
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     nested = []
-    lines += [f"## `{title}`", "", "| key | type | default | description |", "|---|---|---|---|"]
+    lines += [f"## `{title}`", ""]
+    if title in LEVELS:
+        lines += [LEVELS[title], ""]
+    lines += ["| key | type | default | description |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         for candidate in (tp, *typing.get_args(tp)):
-            if dataclasses.is_dataclass(candidate):
+            if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
                 nested.append((candidate, f"{title}.{f.name}"))
         doc = docs.get(f.name, "").replace("\n", " ").replace("|", "\\|")
         kind = type_name(tp).replace("|", "\\|")  # a choice "a" | "b" inside a table cell
@@ -84,8 +114,8 @@ def _table(cls: type, title: str, lines: list[str]) -> list[type]:
 
 
 def render() -> str:
-    lines = [HEADER]
-    hints = typing.get_type_hints(JobConfig)
+    lines = [HEADER.replace("{stage_sections}", ", ".join(f"`{name}`" for name in STAGE_SECTIONS))]
+    hints = field_types(JobConfig)
     section_docs = field_docs(JobConfig)
     for f in dataclasses.fields(JobConfig):
         cls = hints[f.name]

@@ -1,9 +1,12 @@
 """Checkpointing, resumption and export."""
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from .constraints import NonNegativeInt, PositiveInt, Range
 
 ExportDtype = Literal["float32", "bfloat16"]
+InitialLoadFormat = Literal["dcp", "hf"]
 
 
 @dataclass
@@ -14,29 +17,30 @@ class Checkpoint:
     folder: str = "checkpoints"
     """Checkpoint folder inside the run folder."""
 
-    interval: int = 500
+    interval: PositiveInt = 500
     """Save every this many steps (and at the end of every stage)."""
 
-    keep_latest_k: int = 3
+    keep_latest_k: NonNegativeInt = 3
     """Keep the newest k complete checkpoints (stage-final ones are always kept); 0 keeps all."""
 
     async_mode: Literal["disabled", "async"] = "disabled"
     """``disabled`` or ``async`` (save in a background thread; CUDA only)."""
 
-    load_step: int = -1
+    load_step: Annotated[int, Range(min=0, also=(-1,))] = -1
     """Resume from this step's checkpoint. -1: the newest complete one, if any."""
 
     initial_load_path: str = ""
     """When the run has no checkpoint yet: a DCP checkpoint folder (e.g. an earlier stage's) or an HF
     folder (see ``initial_load_format``) to initialise the model from."""
 
-    initial_load_format: str = "dcp"
+    initial_load_format: InitialLoadFormat = "dcp"
     """Format of ``initial_load_path``: ``dcp`` or ``hf`` (a Hugging Face Qwen3-VL folder: its safetensors
     fill the VLM part, the expert keeps its fresh init; the architecture still comes from
     ``model.hf_assets_path``/``model.flavor`` and must match, a mismatched tensor is an error naming it)."""
 
     initial_load_model_only: bool = True
-    """Load only the model weights from ``initial_load_path`` (not optimizer, data or step)."""
+    """Load only the model weights from ``initial_load_path`` (not optimizer, data or step); ``false`` is
+    not supported and refused at load."""
 
     export_policy: bool = True
     """At the end of the job, export the trained policy (safetensors + config) for serving."""

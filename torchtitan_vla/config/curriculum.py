@@ -1,7 +1,9 @@
-"""The curriculum: stages run in order in one job, each a set of overrides of the other sections."""
+"""The curriculum: stages run in order in one job, each a set of overrides of the stage-level sections."""
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+
+from .constraints import NonNegativeInt, PositiveInt
 
 
 @dataclass
@@ -9,15 +11,16 @@ class Stage:
     name: str = ""
     """Unique stage name (used in logs, checkpoints and ``curriculum.only_stage``)."""
 
-    steps: int = 0
+    steps: PositiveInt = 1
     """Optimizer steps of this stage."""
 
     description: str = ""
     """Free text shown in ``--print-config``."""
 
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per-section overrides. In TOML these are sub-tables of the stage, e.g.
-    ``[curriculum.stages.training]`` after ``[[curriculum.stages]]``; each is validated like its section."""
+    """Per-section overrides of the stage-level sections (data, optimizer, lr_schedule, training). In TOML
+    these are sub-tables of the stage, e.g. ``[curriculum.stages.training]`` after ``[[curriculum.stages]]``;
+    each is validated like its section."""
 
 
 @dataclass
@@ -38,24 +41,24 @@ class Curriculum:
 
 @dataclass
 class Eval:
-    closed_loop_episodes: int = 0
-    """Closed-loop evaluation episodes run on the final policy; 0 skips the evaluation."""
+    closed_loop_episodes: NonNegativeInt = 0
+    """Closed-loop evaluation episodes of the toy world run on the final policy; 0 skips the evaluation.
+    Meta-World policies are evaluated by their own command (datasets/metaworld/README.md)."""
 
-    env: Literal["toyworld", "metaworld"] = "toyworld"
-    """Simulator of the closed-loop evaluation: ``toyworld`` (the embedded debug world) or ``metaworld``."""
-
-    max_episode_steps: int = 40
+    max_episode_steps: PositiveInt = 40
     """Simulator steps per evaluation episode (the toy world scores where the agent is after the last one)."""
 
-    seed: int = 1234
+    seed: NonNegativeInt = 1234
     """Seed of the evaluation episodes (held out from the training episodes' seeds)."""
 
-    execute_steps: int = 4
-    """Actions of each predicted chunk executed before the policy is asked again (receding horizon)."""
+    execute_steps: PositiveInt = 4
+    """Actions of each predicted chunk executed before the policy is asked again (receding horizon); at
+    most ``action_expert.action_horizon``."""
 
     toyworld_data: str = ""
     """Folder of the generated toy-world data the policy was trained on: the evaluation draws its held-out
-    tables from the same world (its ``toyworld.json``). Empty: the default ``WorldConfig``."""
+    tables from the same world (its ``toyworld.json``); it must exist when set and the evaluation is on.
+    Empty: the default ``WorldConfig``."""
 
     baselines: bool = True
     """Also score, on the same episodes, a scripted policy going to a random shape (chance level) and the

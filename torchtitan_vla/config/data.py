@@ -1,24 +1,30 @@
 """Data sources, their mixture, and how samples are turned into batches."""
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from .constraints import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
+
+SourceKind = Literal["cc12m", "obelics", "lerobot"]
+Normalization = Literal["mean_std", "quantile", "none"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataSource:
-    name: str = ""
-    """Unique name of the source; mixtures and per-source metrics refer to it."""
+    name: str
+    """Unique, non-empty name of the source; mixtures and per-source metrics refer to it. Required."""
 
-    kind: str = ""
-    """Format: ``cc12m`` (WebDataset tar shards), ``obelics`` (parquet, interleaved) or ``lerobot``."""
+    kind: SourceKind
+    """Format: ``cc12m`` (WebDataset tar shards), ``obelics`` (parquet, interleaved) or ``lerobot``. Required."""
 
-    path: str = ""
-    """Local path: a folder (or glob of shards) for web data, the dataset root for LeRobot.
-    For web data an ``hf://<repo>`` path streams through ``datasets`` instead."""
+    path: str
+    """Local path: a folder (or glob of shards) for web data, the dataset root for LeRobot; it must exist.
+    For web data an ``hf://<repo>`` path streams through ``datasets`` instead. Required."""
 
     split: str = "train"
     """Split to read (web data through ``datasets``); LeRobot uses ``episodes``."""
 
-    episodes: list[int] = field(default_factory=list)
+    episodes: list[NonNegativeInt] = field(default_factory=list)
     """LeRobot: restrict to these episode indices. Empty: all episodes."""
 
     camera_keys: list[str] = field(default_factory=list)
@@ -33,7 +39,7 @@ class DataSource:
     action_key: str = "action"
     """LeRobot: feature key of the action."""
 
-    normalization: str = "mean_std"
+    normalization: Normalization = "mean_std"
     """LeRobot: ``mean_std``, ``quantile`` (q01/q99 to [-1, 1]) or ``none``."""
 
     stats_path: str = ""
@@ -53,13 +59,13 @@ class Data:
     sources: list[DataSource] = field(default_factory=list)
     """All sources this job may read; each stage picks from them with ``mixture``."""
 
-    mixture: dict[str, float] = field(default_factory=dict)
-    """Sampling weights by source name. Sources missing here are not read. Empty: every source, equal weight."""
+    mixture: dict[str, NonNegativeFloat] = field(default_factory=dict)
+    """Sampling weights by source name. Sources missing here are not read; the weights must sum to more than 0. Empty: every source, equal weight."""
 
-    validation_mixture: dict[str, float] = field(default_factory=dict)
+    validation_mixture: dict[str, NonNegativeFloat] = field(default_factory=dict)
     """Weights of the held-out mixture used by the validation hook. Empty: no validation."""
 
-    max_seq_len: int = 512
+    max_seq_len: PositiveInt = 512
     """Token budget of one sequence; web documents are packed up to it, longer ones truncated."""
 
     packing: bool = True
@@ -71,22 +77,22 @@ class Data:
     caption_prompt: str = "Describe this image."
     """cc12m: the user's request shown with each image; the caption is the answer (the only loss)."""
 
-    image_size: int = 224
+    image_size: Annotated[int, Range(min=32, multiple_of=32)] = 224
     """Robot camera frames are resized to image_size x image_size (a multiple of 32) before patchify."""
 
-    image_min_pixels: int = 256 * 32 * 32
+    image_min_pixels: PositiveInt = 256 * 32 * 32
     """Web images: smart_resize lower bound on pixels (multiple of 32 x 32)."""
 
-    image_max_pixels: int = 512 * 32 * 32
-    """Web images: smart_resize upper bound on pixels."""
+    image_max_pixels: PositiveInt = 512 * 32 * 32
+    """Web images: smart_resize upper bound on pixels (at least ``image_min_pixels``)."""
 
     augment: bool = False
     """Robot images: random crop, resize, small rotation and colour jitter (not on wrist cameras)."""
 
-    num_workers: int = 2
+    num_workers: NonNegativeInt = 2
     """Data-loader worker processes per rank (0 loads in the training process)."""
 
-    prefetch_factor: int = 2
+    prefetch_factor: PositiveInt = 2
     """Batches prefetched per worker."""
 
     strict: bool = False

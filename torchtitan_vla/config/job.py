@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from .constraints import NonNegativeInt
+
 
 @dataclass
 class Job:
@@ -14,7 +16,7 @@ class Job:
     dump_folder: str = "./outputs"
     """Root folder of all runs. Checkpoints, metrics.jsonl, TensorBoard and wandb files go below it."""
 
-    seed: int = 0
+    seed: NonNegativeInt = 0
     """Seed for model initialisation, flow-matching noise and data order (offset per rank where needed)."""
 
     deterministic: bool = False

@@ -1,10 +1,19 @@
-"""The root configuration: one attribute per TOML section."""
+"""The root configuration: one attribute per TOML section.
 
+Stage-level sections (``STAGE_SECTIONS``) hold what a curriculum stage may change: the data it reads,
+its optimizer, schedule and training-time knobs (passed to the model's forward). Every other section is
+job-level: built once for the whole job (the model, its parallelization, checkpointing, metrics), so a
+stage table of one is refused at load rather than printed and then ignored.
+"""
+
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .checkpoint import Checkpoint
 from .curriculum import Curriculum, Eval
 from .data import Data
+from .debug import Debug
 from .job import Job
 from .metrics import Metrics
 from .model import ActionExpert, Model
@@ -33,7 +42,8 @@ class JobConfig:
     """Learning-rate schedule, applied per stage."""
 
     training: Training = field(default_factory=Training)
-    """Steps, batch sizes, loss weights, trainable parts, precision, guards."""
+    """Steps, batch sizes, loss weights, flow-time distribution, knowledge insulation, trainable parts,
+    precision, guards."""
 
     parallelism: Parallelism = field(default_factory=Parallelism)
     """Device mesh and FSDP/HSDP settings."""
@@ -55,3 +65,11 @@ class JobConfig:
 
     eval: Eval = field(default_factory=Eval)
     """Closed-loop evaluation of the final policy."""
+
+    debug: Debug = field(default_factory=Debug)
+    """Fault injection for tests of the trainer's guards."""
+
+
+StageSection = Literal["data", "optimizer", "lr_schedule", "training"]
+STAGE_SECTIONS: tuple[str, ...] = typing.get_args(StageSection)
+"""The sections a ``[[curriculum.stages]]`` entry may override; the others are job-level."""

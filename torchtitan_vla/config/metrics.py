@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass, field
 
+from .constraints import NonNegativeFloat, PositiveInt
+
 
 @dataclass
 class Metrics:
-    log_freq: int = 10
+    log_freq: PositiveInt = 10
     """Log every this many steps (and at the first step of each stage)."""
 
     enable_tensorboard: bool = True
@@ -29,9 +31,9 @@ class Metrics:
     save_jsonl: bool = True
     """Append one JSON object per log step to ``<run folder>/metrics.jsonl``."""
 
-    profile_steps: list[int] = field(default_factory=list)
+    profile_steps: list[PositiveInt] = field(default_factory=list)
     """Record a torch.profiler trace of these steps into ``<run folder>/profile``."""
 
-    peak_flops: float = 0.0
+    peak_flops: NonNegativeFloat = 0.0
     """Peak FLOP/s of one device used as the MFU denominator. 0: looked up from the GPU's name (bf16
     dense); on CPU MFU is then reported as n/a. Set it to state a nominal peak (e.g. for a CPU)."""

@@ -1,17 +1,24 @@
 """The VLM prior (Qwen3-VL) and the Action Expert that turns it into a policy."""
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from .constraints import LoRAComponent, NonNegativeInt, PositiveFloat, PositiveInt, Range
 
 Fusion = Literal["joint", "late"]
 StateMode = Literal["continuous", "discrete"]
 TimeConditioning = Literal["mlp", "adarms"]
 PrefixAttention = Literal["causal", "bidirectional"]
+Flavor = Literal["debug", "2B", "4B", "8B", "32B", "30B-A3B", "235B-A22B"]
+"""The names of ``models.qwen3_vl.args.FLAVORS`` (a test keeps the two equal)."""
+AttentionBackend = Literal["sdpa", "flex"]
+LoRATarget = Literal["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
+"""The attention and MLP linears of decoder and expert blocks."""
 
 
 @dataclass
 class Model:
-    flavor: str = "debug"
+    flavor: Flavor = "debug"
     """Qwen3-VL size: debug (tiny, CPU), 2B, 4B, 8B, 32B, 30B-A3B or 235B-A22B. Ignored when
     ``hf_assets_path`` holds a ``config.json``: the architecture then comes from that file."""
 
@@ -31,19 +38,19 @@ class Model:
     tokenizer_path: str = ""
     """Path of a ``tokenizer.json``. Empty: ``<hf_assets_path>/tokenizer.json``."""
 
-    attention_backend: str = "sdpa"
+    attention_backend: AttentionBackend = "sdpa"
     """Attention kernel: ``sdpa`` (explicit boolean masks; CPU and GPU) or ``flex`` (CUDA only)."""
 
-    lora_rank: int = 0
+    lora_rank: NonNegativeInt = 0
     """Rank of LoRA adapters on the linears named by ``lora_targets``; 0 disables LoRA."""
 
-    lora_alpha: float = 16.0
+    lora_alpha: PositiveFloat = 16.0
     """LoRA scaling numerator: the adapter output is multiplied by ``lora_alpha / lora_rank``."""
 
-    lora_targets: list[str] = field(default_factory=lambda: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"])
+    lora_targets: list[LoRATarget] = field(default_factory=lambda: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"])
     """Names of the linear layers that get LoRA adapters (matched against the last name in the FQN)."""
 
-    lora_components: list[str] = field(default_factory=lambda: ["decoder", "expert"])
+    lora_components: list[LoRAComponent] = field(default_factory=lambda: ["decoder", "expert"])
     """Components whose linears get LoRA adapters: any of ``decoder``, ``expert``."""
 
 
@@ -56,60 +63,45 @@ class ActionExpert:
     """``joint``: pi0 mixture of transformers, one attention per layer over VLM and expert tokens.
     ``late``: an independent expert that reads the VLM's final hidden states through a projector."""
 
-    hidden_size: int = 0
+    hidden_size: NonNegativeInt = 0
     """Width of the expert's residual stream. 0: half the decoder's width."""
 
-    intermediate_size: int = 0
+    intermediate_size: NonNegativeInt = 0
     """Width of the expert's SwiGLU MLP. 0: the expert width times the decoder's MLP ratio."""
 
-    num_layers: int = 0
+    num_layers: NonNegativeInt = 0
     """Depth of the late-fusion expert. 0: the decoder's depth. Joint fusion always uses the decoder's."""
 
-    action_horizon: int = 50
+    action_horizon: PositiveInt = 50
     """H: number of future actions predicted per chunk."""
 
-    max_action_dim: int = 32
+    max_action_dim: PositiveInt = 32
     """Actions are zero-padded to this width; a per-sample mask marks the real dimensions."""
 
-    max_state_dim: int = 32
+    max_state_dim: PositiveInt = 32
     """Proprioceptive states are zero-padded to this width."""
 
     state_mode: StateMode = "continuous"
     """``continuous``: one projected state token before the actions (pi0).
     ``discrete``: the state quantised into text tokens in the prompt (pi0.5)."""
 
-    state_bins: int = 256
+    state_bins: Annotated[int, Range(min=2)] = 256
     """Number of bins per state dimension for ``state_mode = "discrete"``."""
 
     time_conditioning: TimeConditioning = "mlp"
     """``mlp``: the time embedding is mixed into each action token by an MLP (pi0).
     ``adarms``: adaptive RMSNorm with zero-initialised gates in every expert layer (pi0.5)."""
 
-    knowledge_insulation: bool = False
-    """Stop the flow loss's gradient at the VLM's keys/values, so only the text loss trains the VLM."""
-
     prefix_attention: PrefixAttention = "causal"
     """Attention among the VLM prefix tokens of robot samples: ``causal`` (the VLM's own) or
     ``bidirectional`` (pi0's prefix-LM: image tokens also see the instruction). Web samples, whose text is
     predicted token by token, are causal either way."""
 
-    num_inference_steps: int = 10
+    num_inference_steps: PositiveInt = 10
     """Euler steps used by ``sample_actions`` (t goes from 1 to 0)."""
 
-    time_beta_alpha: float = 1.5
-    """Training times are ``time_scale * Beta(alpha, beta) + time_offset`` (openpi: 1.5, 1.0)."""
-
-    time_beta_beta: float = 1.0
-    """Second Beta parameter of the training-time distribution."""
-
-    time_scale: float = 0.999
-    """Scale of the Beta sample; with ``time_offset`` keeps t inside (0, 1]."""
-
-    time_offset: float = 0.001
-    """Offset added to the scaled Beta sample."""
-
-    min_period: float = 4e-3
+    min_period: PositiveFloat = 4e-3
     """Shortest period of the sinusoidal time embedding."""
 
-    max_period: float = 4.0
+    max_period: PositiveFloat = 4.0
     """Longest period of the sinusoidal time embedding."""

@@ -3,22 +3,23 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .constraints import Component, DeriveOrPositiveInt, PositiveInt
+
 VisionFSDPUnit = Literal["whole", "block"]
 ACMode = Literal["none", "full", "selective"]
+ReshardPolicy = Literal["default", "always", "never"]
+CompileBackend = Literal["inductor", "aot_eager", "eager"]
 
 
 @dataclass
 class Parallelism:
-    data_parallel_replicate_degree: int = 1
+    data_parallel_replicate_degree: PositiveInt = 1
     """Replicas of the model (HSDP's outer dimension); 1 with FSDP alone."""
 
-    data_parallel_shard_degree: int = -1
+    data_parallel_shard_degree: DeriveOrPositiveInt = -1
     """Ranks that shard one replica (FSDP). -1: whatever is left of the world size."""
 
-    tensor_parallel_degree: int = 1
-    """Reserved: tensor parallelism is validated but only degree 1 is implemented."""
-
-    fsdp_reshard_after_forward: str = "default"
+    fsdp_reshard_after_forward: ReshardPolicy = "default"
     """``default`` (reshard blocks, keep the final norm and head), ``always`` or ``never``."""
 
     vision_fsdp_unit: VisionFSDPUnit = "whole"
@@ -30,12 +31,12 @@ class ActivationCheckpoint:
     mode: ACMode = "none"
     """``none``, ``full`` (recompute whole blocks) or ``selective``."""
 
-    selective_option: str = "op"
+    selective_option: Literal["op"] | PositiveInt = "op"
     """With ``selective``: ``op`` (save matmul and attention outputs, recompute the rest) or an
-    integer N (checkpoint every N-th block)."""
+    integer N (checkpoint every N-th block; in TOML ``2``, not ``"2"``)."""
 
-    components: list[str] = field(default_factory=lambda: ["vision", "decoder", "expert"])
-    """Components whose blocks are checkpointed."""
+    components: list[Component] = field(default_factory=lambda: ["vision", "decoder", "expert"])
+    """Components whose blocks are checkpointed; all three (the default) means every component the model has."""
 
 
 @dataclass
@@ -43,8 +44,8 @@ class Compile:
     enable: bool = False
     """``torch.compile`` each transformer block (applied after checkpointing, before sharding)."""
 
-    components: list[str] = field(default_factory=lambda: ["vision", "decoder", "expert"])
-    """Components whose blocks are compiled."""
+    components: list[Component] = field(default_factory=lambda: ["vision", "decoder", "expert"])
+    """Components whose blocks are compiled; all three (the default) means every component the model has."""
 
-    backend: str = "inductor"
+    backend: CompileBackend = "inductor"
     """torch.compile backend."""

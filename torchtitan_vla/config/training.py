@@ -1,7 +1,19 @@
 """The optimisation: optimizer, learning-rate schedule and the training loop's own settings."""
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from .constraints import (
+    Component,
+    Decay,
+    DeriveOrPositiveInt,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    UnitInterval,
+)
 
 OptimizerName = Literal["AdamW"]
 OptimizerImplementation = Literal["foreach", "fused", "for-loop"]
@@ -14,25 +26,25 @@ class Optimizer:
     name: OptimizerName = "AdamW"
     """Optimizer class; AdamW is the one supported."""
 
-    lr: float = 3e-4
+    lr: NonNegativeFloat = 3e-4
     """Peak learning rate of every component without an entry in ``component_lr``."""
 
-    component_lr: dict[str, float] = field(default_factory=dict)
+    component_lr: dict[Component, NonNegativeFloat] = field(default_factory=dict)
     """Peak learning rate per component (``vision``, ``decoder``, ``expert``), e.g. ``{ vision = 1e-5 }``."""
 
-    weight_decay: float = 0.1
+    weight_decay: NonNegativeFloat = 0.1
     """Decoupled weight decay; never applied to norms, biases and embeddings."""
 
-    component_weight_decay: dict[str, float] = field(default_factory=dict)
+    component_weight_decay: dict[Component, NonNegativeFloat] = field(default_factory=dict)
     """Weight decay per component, overriding ``weight_decay``."""
 
-    beta1: float = 0.9
+    beta1: Decay = 0.9
     """AdamW first-moment decay."""
 
-    beta2: float = 0.95
+    beta2: Decay = 0.95
     """AdamW second-moment decay."""
 
-    eps: float = 1e-8
+    eps: PositiveFloat = 1e-8
     """AdamW epsilon."""
 
     implementation: OptimizerImplementation = "foreach"
@@ -44,39 +56,56 @@ class LRSchedule:
     kind: LRScheduleKind = "cosine"
     """``cosine`` (warmup then cosine decay), ``wsd`` (warmup-stable-decay), ``linear`` or ``constant``."""
 
-    warmup_steps: int = 0
+    warmup_steps: NonNegativeInt = 0
     """Linear warmup from 0 to the peak learning rate over this many steps."""
 
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: UnitInterval = 0.0
     """Final learning rate as a fraction of the peak."""
 
-    decay_ratio: float = 0.1
+    decay_ratio: Annotated[float, Range(min=0, max=1, min_open=True)] = 0.1
     """WSD: fraction of the stage's steps spent in the final decay."""
 
 
 @dataclass
 class Training:
-    steps: int = 100
+    steps: PositiveInt = 100
     """Optimizer steps when no curriculum is given; a stage's own ``steps`` replaces it."""
 
-    local_batch_size: int = 8
+    local_batch_size: PositiveInt = 8
     """Samples per micro-batch on one rank."""
 
-    global_batch_size: int = -1
+    global_batch_size: DeriveOrPositiveInt = -1
     """Samples per optimizer step over all data-parallel ranks. -1: local size times ranks.
-    Larger values accumulate gradients over several micro-batches."""
+    Larger values accumulate gradients over several micro-batches; a multiple of ``local_batch_size``."""
 
-    max_norm: float = 1.0
+    max_norm: NonNegativeFloat = 1.0
     """Global gradient-norm clipping threshold (over all shards); 0 disables clipping."""
 
-    text_loss_weight: float = 1.0
+    text_loss_weight: NonNegativeFloat = 1.0
     """Weight of the text cross-entropy loss."""
 
-    action_loss_weight: float = 1.0
+    action_loss_weight: NonNegativeFloat = 1.0
     """Weight of the flow-matching action loss."""
 
-    trainable: list[str] = field(default_factory=lambda: ["vision", "decoder", "expert"])
-    """Components whose parameters train; the others are frozen (no gradient, no optimizer state)."""
+    trainable: list[Component] = field(default_factory=lambda: ["vision", "decoder", "expert"])
+    """Components whose parameters train; the others are frozen (no gradient, no optimizer state). All
+    three (the default) means every component the model has; ``expert`` alone needs the Action Expert."""
+
+    knowledge_insulation: bool = False
+    """Stop the flow loss's gradient at the VLM's keys/values, so only the text loss trains the VLM."""
+
+    flow_time_alpha: PositiveFloat = 1.5
+    """Flow-matching training times are ``flow_time_scale * Beta(alpha, beta) + flow_time_offset``
+    (openpi: 1.5, 1.0)."""
+
+    flow_time_beta: PositiveFloat = 1.0
+    """Second Beta parameter of the training-time distribution."""
+
+    flow_time_scale: PositiveFloat = 0.999
+    """Scale of the Beta sample; with ``flow_time_offset`` keeps t inside (0, 1] (scale + offset <= 1)."""
+
+    flow_time_offset: NonNegativeFloat = 0.001
+    """Offset added to the scaled Beta sample."""
 
     mixed_precision_param: PrecisionName = "bfloat16"
     """Compute dtype of parameters under FSDP on GPU (master weights stay float32). CPU runs use float32."""
@@ -84,25 +113,17 @@ class Training:
     mixed_precision_reduce: PrecisionName = "float32"
     """Dtype of gradient reduction under FSDP."""
 
-    ema_decay: float = 0.0
+    ema_decay: Decay = 0.0
     """Exponential moving average of the weights (e.g. 0.999); 0 disables it. The EMA is exported."""
 
-    max_consecutive_nonfinite: int = 5
+    max_consecutive_nonfinite: PositiveInt = 5
     """Steps with a NaN/Inf loss or gradient are skipped and counted; this many in a row stop the run."""
 
-    gc_freq: int = 50
-    """Run Python's garbage collector every this many steps (automatic GC is disabled while training)."""
+    gc_freq: NonNegativeInt = 50
+    """Run Python's garbage collector every this many steps (automatic GC is disabled while training); 0: never."""
 
-    validation_freq: int = 0
-    """Every this many steps, compute the loss on ``data.validation_mixture``; 0 disables it."""
+    validation_freq: NonNegativeInt = 0
+    """Every this many steps, compute the loss on ``data.validation_mixture`` (required then); 0 disables it."""
 
-    validation_steps: int = 4
+    validation_steps: PositiveInt = 4
     """Micro-batches per validation."""
-
-    debug_inject_nonfinite_steps: list[int] = field(default_factory=list)
-    """Testing only: at these (curriculum-global) steps the loss is multiplied by NaN, to exercise the
-    non-finite guard. Empty in real runs."""
-
-    debug_sigkill_at_step: int = 0
-    """Testing only: rank 0 sends itself SIGKILL when this step begins (a crash without a chance to
-    save), to exercise resumption. 0 disables it."""
