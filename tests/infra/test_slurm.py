@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.distributed_helper import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
-from tests.distributed_helper import REPO_ROOT, run_torchrun
-from tests.parallel.export_checks import SHARD_BYTES, lora_job, lora_vla, write_exports
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from tests.distributed_helper import REPO_ROOT, run_torchrun
+from tests.parallel.export_checks import SHARD_BYTES, lora_job, lora_vla, write_exports
 from torchtitan_vla.models.vla import VLA
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from
 from torchtitan_vla.parallel.weights_writer import as_stored, write_weights

@@ -2,15 +2,16 @@ import logging
 
 import pytest
 import torch
-from tests.train.helpers import train
 
+from tests.train.helpers import train
 from torchtitan_vla.config.checkpoint import Checkpoint
-from torchtitan_vla.train.checkpoint import CheckpointManager, check_complete
+from torchtitan_vla.train.checkpoint import CheckpointManager, check_complete, load_into
 from torchtitan_vla.utils.logging import logger
 
 
 def _save(manager, step, value, final=False):
-    manager.save(step, {"w": {"x": torch.full((64,), float(value))}}, {"stage": "s", "stage_final": final})
+    manager.track(w={"x": torch.full((64,), float(value))})
+    manager.save(step, {"stage": "s", "stage_final": final})
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one_with_a_warni
     assert info.step == 2
     assert any("step-4" in r.getMessage() for r in warnings_seen)
     state = {"w": {"x": torch.zeros(64)}}
-    CheckpointManager.load(info.path, state)
+    load_into(info.path, state)
     assert torch.equal(state["w"]["x"], torch.full((64,), 1.0))
 
 

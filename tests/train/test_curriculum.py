@@ -3,10 +3,10 @@ from the previous stage's checkpoint continues exactly like the whole job."""
 
 import pytest
 import torch
-from tests.train.helpers import losses_by_step, read_jsonl, train
-from tests.train.standin import StandInVLA
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from tests.train.helpers import losses_by_step, read_jsonl, train
+from tests.train.standin import StandInVLA
 from torchtitan_vla.config import ConfigError
 
 SHORT = [f"--curriculum.stages.{s}.steps=3" for s in ("vlm", "cotrain", "finetune")] + ["--checkpoint.interval=100"]

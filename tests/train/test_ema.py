@@ -1,7 +1,7 @@
 import pytest
 import torch
-from tests.train.standin import StandInVLA
 
+from tests.train.standin import StandInVLA
 from torchtitan_vla.train.ema import EMA
 
 

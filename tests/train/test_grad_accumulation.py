@@ -3,8 +3,9 @@
 
 import pytest
 import torch
-from tests.train.helpers import losses_by_step, read_jsonl, train
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+from tests.train.helpers import losses_by_step, read_jsonl, train
 
 # Stage 'vlm' only: its loss is the deterministic text loss (the flow noise is drawn per forward, so a
 # robot stage split into micro-batches draws different noise than one batch would).

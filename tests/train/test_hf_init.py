@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tests.distributed_helper import REPO_ROOT, run_torchrun
 from tests.models.qwen3_vl.oracle import pixels, tiny_hf_config
-
 from torchtitan_vla.config import load_config, resolve_stages
 from torchtitan_vla.models.qwen3_vl import load_hf_checkpoint
 from torchtitan_vla.processing.tokenizer import Tokenizer, build_debug_tokenizer
@@ -91,7 +91,7 @@ def assets(tmp_path_factory):
             p.add_(torch.randn_like(p) * 0.1)
     hf.save_pretrained(hf_dir)
     cc12m = root / "cc12m"
-    subprocess.run([sys.executable, "-m", "torchtitan_vla.data.generate", "cc12m", str(cc12m), "--items", "4"],
+    subprocess.run([sys.executable, "-m", "torchtitan_vla.tools.synthetic_data", "cc12m", str(cc12m), "--items", "4"],
                    check=True)
     return {"hf": hf_dir, "model": hf, "tokenizer": tok, "cc12m": cc12m}
 

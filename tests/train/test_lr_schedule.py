@@ -30,11 +30,6 @@ def test_wsd_is_flat_then_decays_in_the_last_fraction():
     assert values[14] < 1.0 and values[-1] == 0.0
 
 
-def test_unknown_kind_names_the_key():
-    with pytest.raises(ValueError, match="lr_schedule.kind"):
-        lr_multiplier(LRSchedule(kind="poly"), 1, 10)
-
-
 def test_scheduler_keeps_each_groups_peak_and_resumes_from_its_step():
     p1, p2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([{"params": [p1], "peak_lr": 1.0, "lr": 1.0}, {"params": [p2], "peak_lr": 0.1, "lr": 0.1}])

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+
 from tests.train.helpers import read_jsonl, train
 from tests.train.wandb_log import logged_config, logged_history
-
 from torchtitan_vla.train.metrics import wandb_mode
 
 

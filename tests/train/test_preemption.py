@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from tests.train.helpers import CONFIG, HERE
 
+from tests.train.helpers import CONFIG, HERE
 from torchtitan_vla.train.checkpoint import check_complete, read_meta
 
 LONG = ["--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=100000", "--checkpoint.interval=100000"]

@@ -84,7 +84,6 @@ def test_two_stages_checkpoint_and_export_a_servable_policy(generated, tmp_path)
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     from torchtitan_vla.parallel.weights import read_state_dict
-
     from torchtitan_vla.serve.policy import Policy
 
     dcp_to_torch_save(run_folder / "checkpoints" / "step-2", tmp_path / "s2.pt")

@@ -4,6 +4,7 @@ uninterrupted run, across a stage boundary."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from tests.distributed_helper import run_torchrun
 from tests.train.helpers import CONFIG, HERE, losses_by_step, read_jsonl
 

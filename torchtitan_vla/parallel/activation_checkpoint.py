@@ -9,7 +9,6 @@ region exactly as with torchtitan's ``fully_shard(checkpoint_wrapper(block))``.
 from __future__ import annotations
 
 import functools
-import typing
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -17,11 +16,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from torchtitan_vla.config.parallel import ACMode, ActivationCheckpoint
+from torchtitan_vla.config.parallel import ActivationCheckpoint
 
 from .entry_points import entry_points
-
-AC_MODES = typing.get_args(ACMode)
 
 _MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default}
 
@@ -76,40 +73,20 @@ def _checkpointed(inner: Callable, kwargs: dict) -> Callable:
     return run
 
 
-def every_nth(option: str) -> int | None:
-    """The N of ``selective_option = "N"``; None for ``"op"``. Bad values raise naming the key."""
-    if option == "op":
-        return None
-    try:
-        n = int(option)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(
-            f"activation_checkpoint.selective_option must be 'op' or a positive integer, got {option!r}"
-        )
-    return n
-
-
-def validate_ac_config(cfg: ActivationCheckpoint) -> None:
-    if cfg.mode not in AC_MODES:
-        raise ValueError(f"activation_checkpoint.mode must be one of {AC_MODES}, got {cfg.mode!r}")
-    if cfg.mode == "selective":
-        every_nth(cfg.selective_option)
-
-
 def apply_ac(blocks: Sequence[nn.Module], cfg: ActivationCheckpoint) -> int:
     """Checkpoint ``blocks`` as ``cfg`` says; returns how many blocks were checkpointed.
 
     ``full``: every block. ``selective`` + ``op``: every block, saving matmul/attention outputs.
     ``selective`` + ``N``: blocks N, 2N, ... (1-based) fully, the others not at all.
     """
-    validate_ac_config(cfg)
     if cfg.mode == "none":
         return 0
-    n = every_nth(cfg.selective_option) if cfg.mode == "selective" else 1
-    context_fn = _selective_op_contexts if n is None else None
-    chosen = [b for i, b in enumerate(blocks, start=1) if n is None or i % n == 0]
+    every, context_fn = 1, None
+    if cfg.mode == "selective" and cfg.selective_option == "op":
+        context_fn = _selective_op_contexts
+    elif cfg.mode == "selective":
+        every = cfg.selective_option
+    chosen = list(blocks)[every - 1 :: every]
     for block in chosen:
         checkpoint_module(block, context_fn)
     return len(chosen)

@@ -9,16 +9,15 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-from .entry_points import entry_points
+from torchtitan_vla.config.parallel import ReshardPolicy
 
-RESHARD_POLICIES = ("default", "always", "never")
+from .entry_points import entry_points
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def dtype_from_name(name: str, key: str) -> torch.dtype:
-    if name not in _DTYPES:
-        raise ValueError(f"{key} must be one of {sorted(_DTYPES)}, got {name!r}")
+def dtype_from_name(name: str) -> torch.dtype:
+    """The torch dtype of a configured precision name (the configuration's Literal guarantees the name)."""
     return _DTYPES[name]
 
 
@@ -28,14 +27,7 @@ class FSDPSettings:
 
     mesh: DeviceMesh
     mp_policy: MixedPrecisionPolicy
-    reshard_policy: str = "default"
-
-    def __post_init__(self) -> None:
-        if self.reshard_policy not in RESHARD_POLICIES:
-            raise ValueError(
-                f"parallelism.fsdp_reshard_after_forward must be one of {RESHARD_POLICIES}, "
-                f"got {self.reshard_policy!r}"
-            )
+    reshard_policy: ReshardPolicy = "default"
 
     def reshard_blocks(self) -> bool:
         """Blocks free their gathered parameters after forward unless the policy is ``never``."""
@@ -61,8 +53,8 @@ def mixed_precision(param_dtype: str, reduce_dtype: str, device_type: str) -> Mi
     On CPU everything is float32: bf16 matmuls are slow there, and the CPU runs are the numerical
     reference (the 2-rank vs 1-process tests compare fp32 losses to 1e-4).
     """
-    param = dtype_from_name(param_dtype, "training.mixed_precision_param")
-    reduce = dtype_from_name(reduce_dtype, "training.mixed_precision_reduce")
+    param = dtype_from_name(param_dtype)
+    reduce = dtype_from_name(reduce_dtype)
     if device_type == "cpu":
         param = reduce = torch.float32
     return MixedPrecisionPolicy(param_dtype=param, reduce_dtype=reduce)

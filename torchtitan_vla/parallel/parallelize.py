@@ -29,16 +29,15 @@ from torch import nn
 from torch.distributed.fsdp import register_fsdp_forward_method
 
 from torchtitan_vla.config import JobConfig
-from torchtitan_vla.config.parallel import VisionFSDPUnit
+from torchtitan_vla.config.constraints import Component
 from torchtitan_vla.utils.logging import logger
 
-from .activation_checkpoint import apply_ac, validate_ac_config
+from .activation_checkpoint import apply_ac
 from .compile import apply_compile
 from .fsdp import FSDPSettings, disable_gradient_division, mixed_precision
 from .parallel_dims import ParallelDims
 
-COMPONENT_ORDER = ("vision", "decoder", "expert")
-VISION_FSDP_UNITS = typing.get_args(VisionFSDPUnit)
+COMPONENT_ORDER: tuple[str, ...] = typing.get_args(Component)
 
 # Entry points other than forward that must see gathered root parameters.
 ROOT_METHODS = ("sample_actions",)
@@ -105,13 +104,7 @@ def build_plans(model: nn.Module, job_config: JobConfig, fsdp: FSDPSettings | No
     names = [n for n in COMPONENT_ORDER if n in components]
     owners = _owners(model, names)
     ac, comp = job_config.activation_checkpoint, job_config.compile
-    for key, listed in (("activation_checkpoint.components", ac.components), ("compile.components", comp.components)):
-        bad = sorted(set(listed) - set(COMPONENT_ORDER))
-        if bad:
-            raise ValueError(f"{key} has unknown components {bad}; known: {list(COMPONENT_ORDER)}")
     vision_unit = job_config.parallelism.vision_fsdp_unit
-    if vision_unit not in VISION_FSDP_UNITS:
-        raise ValueError(f"parallelism.vision_fsdp_unit must be one of {VISION_FSDP_UNITS}, got {vision_unit!r}")
 
     seen: set[int] = set()
     plans = []
@@ -154,7 +147,6 @@ def parallelize_vla(model: nn.Module, parallel_dims: ParallelDims, job_config: J
     (see ``parallel/weights.py``), and build the optimizer afterwards (it must see the sharded
     parameters). With a single data-parallel rank no FSDP is applied (plain module).
     """
-    validate_ac_config(job_config.activation_checkpoint)
     fsdp = None
     if parallel_dims.fsdp_enabled:
         fsdp = FSDPSettings(

@@ -15,8 +15,8 @@ import torch
 from torchtitan_vla.config import JobConfig
 from torchtitan_vla.config.data import DataSource
 from torchtitan_vla.data.write_lerobot import write_lerobot_dataset
-from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 from torchtitan_vla.models.vla import VLA
+from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 from torchtitan_vla.train.export import export_policy
 
 

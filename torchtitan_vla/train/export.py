@@ -68,7 +68,7 @@ def policy_metadata(cfg: JobConfig) -> dict:
 
 
 def _export_dtype(cfg_value: str) -> torch.dtype:
-    return dtype_from_name(cfg_value, "checkpoint.export_dtype")
+    return dtype_from_name(cfg_value)
 
 
 def export_hf(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file: str = "",

@@ -7,19 +7,14 @@ that step, and a step past the end of the stage keeps the final value (never a n
 from __future__ import annotations
 
 import math
-import typing
 
 import torch
 
-from torchtitan_vla.config.training import LRSchedule, LRScheduleKind
-
-KINDS = typing.get_args(LRScheduleKind)
+from torchtitan_vla.config.training import LRSchedule
 
 
 def lr_multiplier(cfg: LRSchedule, step: int, total_steps: int) -> float:
     """LR factor for optimizer step ``step`` (1-based) of a stage with ``total_steps`` steps."""
-    if cfg.kind not in KINDS:
-        raise ValueError(f"lr_schedule.kind must be one of {KINDS}, got {cfg.kind!r}")
     warmup = min(cfg.warmup_steps, total_steps)
     if step <= warmup:
         # Step 1 already trains, so warmup ends at the peak rather than starting from exactly 0.

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from tests.models.qwen3_vl.oracle import image_run, mm_token_type_ids, pixels, text, tiny_hf_model
 from safetensors.torch import load_file, save_file
 
+from tests.models.qwen3_vl.oracle import image_run, mm_token_type_ids, pixels, text, tiny_hf_model
 from torchtitan_vla.models.qwen3_vl import load_hf_checkpoint, save_hf_checkpoint
 
 TOL = 1e-4

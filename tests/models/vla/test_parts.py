@@ -62,8 +62,6 @@ def test_set_trainable_freezes_components():
     parts = vla.components()
     assert all(p.requires_grad for p in parts["expert"].parameters())
     assert not any(p.requires_grad for name in ("vision", "decoder") for p in parts[name].parameters())
-    with pytest.raises(ValueError, match="training.trainable"):
-        vla.set_trainable(["vlm"])
 
 
 def test_lora_adapters_train_alone_and_merge():
@@ -98,5 +96,3 @@ def test_from_config_only_builds(tmp_path):
     built = VLA.from_config(Model(hf_assets_path=str(tmp_path), load_hf_weights=True),
                             ActionExpert(action_horizon=4, max_action_dim=6, max_state_dim=5))
     assert built.vlm.args == vla.vlm.args
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        VLA.from_config(Model(hf_assets_path=str(tmp_path / "missing"), load_hf_weights=True), ActionExpert())

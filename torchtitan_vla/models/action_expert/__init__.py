@@ -1,6 +1,6 @@
 """The flow-matching Action Expert: layers, joint (pi0) and late fusion, flow-matching math."""
 
-from .expert import ActionExpertModel, expert_text_args, validate_expert_config
+from .expert import ActionExpertModel, expert_text_args
 from .layers import ExpertInputs, ExpertLayer, JointLayer
 from .norms import AdaRMSNorm
 
@@ -11,5 +11,4 @@ __all__ = [
     "ExpertLayer",
     "JointLayer",
     "expert_text_args",
-    "validate_expert_config",
 ]

@@ -7,13 +7,11 @@ In joint fusion the expert's transformer layers live inside the decoder's ``Join
 from __future__ import annotations
 
 import dataclasses
-import typing
 
 import torch
 from torch import nn
 
 from ...config.model import ActionExpert as ActionExpertConfig
-from ...config.model import Fusion, PrefixAttention, StateMode, TimeConditioning
 from ..qwen3_vl.args import TextArgs
 from ..qwen3_vl.decoder import INIT_STD, RMSNorm
 from ..qwen3_vl.masks import bidirectional_mask
@@ -22,25 +20,6 @@ from .heads import ActionHeads
 from .layers import ExpertLayer
 from .masks import suffix_blocks, suffix_mask
 from .norms import AdaRMSNorm
-
-FUSIONS = typing.get_args(Fusion)
-STATE_MODES = typing.get_args(StateMode)
-TIME_CONDITIONINGS = typing.get_args(TimeConditioning)
-PREFIX_ATTENTIONS = typing.get_args(PrefixAttention)
-
-
-def validate_expert_config(cfg: ActionExpertConfig) -> None:
-    """Raise ValueError naming the ``action_expert.*`` key of an unsupported value."""
-    for key, allowed in (("fusion", FUSIONS), ("state_mode", STATE_MODES),
-                         ("time_conditioning", TIME_CONDITIONINGS), ("prefix_attention", PREFIX_ATTENTIONS)):
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"action_expert.{key} = {getattr(cfg, key)!r}; choose one of {allowed}")
-    for key in ("action_horizon", "max_action_dim", "max_state_dim", "num_inference_steps"):
-        if getattr(cfg, key) <= 0:
-            raise ValueError(f"action_expert.{key} must be positive, got {getattr(cfg, key)}")
-    for key in ("hidden_size", "intermediate_size", "num_layers"):
-        if getattr(cfg, key) < 0:
-            raise ValueError(f"action_expert.{key} must be >= 0 (0 = derived from the decoder), got {getattr(cfg, key)}")
 
 
 def expert_text_args(decoder: TextArgs, cfg: ActionExpertConfig) -> TextArgs:
@@ -63,7 +42,6 @@ def expert_text_args(decoder: TextArgs, cfg: ActionExpertConfig) -> TextArgs:
 class ActionExpertModel(nn.Module):
     def __init__(self, cfg: ActionExpertConfig, decoder: TextArgs, attention_backend: str = "sdpa"):
         super().__init__()
-        validate_expert_config(cfg)
         self.cfg = cfg
         self.args = expert_text_args(decoder, cfg)
         self.attention_backend = attention_backend

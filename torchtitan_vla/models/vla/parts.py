@@ -66,9 +66,6 @@ class VLAParts:
         decoder, keeps embeddings, final norm and LM head frozen); the expert's heads, final norm and
         context projector always train with the expert.
         """
-        unknown = [name for name in trainable if name not in COMPONENTS]
-        if unknown:
-            raise ValueError(f"training.trainable: unknown components {unknown}; choose from {COMPONENTS}")
         for name, part in self.components().items():
             for param_name, param in part.named_parameters():
                 train = name in trainable
