@@ -114,10 +114,7 @@ class Tokenizer:
         self.backend.save(str(path))
 
 
-# ----------------------------------------------------------------------------------------------------
-# Debug tokenizer
-
-
+# The debug tokenizer: a small word-level vocabulary for the toy world and the tests.
 _COLORS = ("red", "green", "blue", "yellow", "orange", "purple", "pink", "brown", "black", "white", "gray", "cyan")
 _SHAPES = (
     "square",

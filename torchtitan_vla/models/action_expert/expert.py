@@ -81,7 +81,6 @@ class ActionExpertModel(nn.Module):
         normed = self.norm(actions, cond)[0] if self.adarms else self.norm(actions)
         return self.heads.velocity(normed)
 
-    # ------------------------------------------------------------------ late fusion
     def encode_context(
         self, vlm_hidden: torch.Tensor, valid: torch.Tensor
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:

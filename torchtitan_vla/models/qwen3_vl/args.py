@@ -155,7 +155,6 @@ class Qwen3VLArgs:
     def is_moe(self) -> bool:
         return self.text.num_experts > 0
 
-    # ------------------------------------------------------------------ HF config.json
     @classmethod
     def from_hf_config(cls, cfg: dict[str, Any]) -> Qwen3VLArgs:
         """Read a transformers ``config.json`` dict (hub 4.57-style or 5.x-style keys)."""

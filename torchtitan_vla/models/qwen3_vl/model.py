@@ -40,7 +40,6 @@ class Qwen3VLModel(nn.Module):
         micro-batch has no pixels (text-only documents) run it on a dummy frame whose output is added
         times zero instead."""
 
-    # ------------------------------------------------------------------ construction
     def tie_weights(self) -> None:
         """Share the embedding with the LM head when the flavor ties them (``to_empty`` unties them)."""
         if self.args.text.tie_word_embeddings:
@@ -64,7 +63,6 @@ class Qwen3VLModel(nn.Module):
         if not self.args.text.tie_word_embeddings:
             nn.init.trunc_normal_(self.lm_head.weight, std=self.args.text.dim**-0.5)
 
-    # ------------------------------------------------------------------ pieces reused by the VLA
     def embed_multimodal(
         self,
         input_ids: torch.Tensor,
@@ -173,7 +171,6 @@ class Qwen3VLModel(nn.Module):
             doc_ids=None if doc_ids is None else doc_ids.cpu(),
         )
 
-    # ------------------------------------------------------------------ forward
     def run_layers(
         self,
         h: torch.Tensor,

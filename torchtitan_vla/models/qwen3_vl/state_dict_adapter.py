@@ -84,7 +84,6 @@ class Qwen3VLStateDictAdapter:
         self._from_hf_table = [(_matcher(hf), native) for hf, native in _RENAMES]
         self._to_hf_table = [(_matcher(native), hf) for hf, native in _RENAMES]
 
-    # ------------------------------------------------------------------ HF -> native
     def from_hf(self, hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename and reshape an HF state dict. Unknown keys raise a ValueError listing all of them."""
         out: dict[str, torch.Tensor] = {}
@@ -124,7 +123,6 @@ class Qwen3VLStateDictAdapter:
             return t.transpose(1, 2).contiguous()
         raise ValueError(f"{key} has shape {tuple(t.shape)}; expected (E, {i}, {d}) or (E, {d}, {i})")
 
-    # ------------------------------------------------------------------ native -> HF
     def to_hf(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """HF hub-layout state dict; the tied LM head is left out (HF re-ties it from the embedding)."""
         out: dict[str, torch.Tensor] = {}
