@@ -95,6 +95,15 @@ def test_two_stages_checkpoint_and_export_a_servable_policy(generated, tmp_path)
     expert = [k for k in stage1 if ".expert." in k or k.startswith("expert.")]
     assert any(not torch.equal(stage1[k], exported[k]) for k in expert), "the expert trained in stage 2"
 
+    # The exported config is what the weights were built with: job-level sections equal the job's.
+    import json
+
+    from torchtitan_vla.config import config_to_dict
+
+    exported_config = json.loads((run_folder / "export" / "policy" / "config.json").read_text())
+    for section in ("action_expert", "parallelism", "activation_checkpoint", "checkpoint"):
+        assert exported_config[section] == config_to_dict(loaded.config)[section], section
+
     policy = Policy.from_export(run_folder / "export" / "policy")
     assert policy.action_dim == 4 and len(policy.camera_keys) == 2
 

@@ -22,7 +22,7 @@ from .server import PolicyServer
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torchtitan_vla.serve", description=__doc__.split("\n")[1])
-    parser.add_argument("--checkpoint", required=True, help="exported policy folder (model.safetensors, config.json, tokenizer.json)")
+    parser.add_argument("--checkpoint", required=True, help="exported policy folder (safetensors shards + index, config.json, tokenizer.json)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=os.environ.get("TORCHTITAN_VLA_API_KEY"),
