@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check (issue 22): training sweep, action-sampling latency, native-vs-transformers parity
-# in bf16 and MuJoCo EGL rendering speed, each part under its own time cap, the whole within 8 minutes.
+# in bf16 and MuJoCo EGL rendering speed, each part under its own time cap (wheel install 40 s + parts
+# 440 s): the whole within 8 minutes.
 #
 #   scripts/gpu_check.sh [--dry-run] [OUT_DIR]     # OUT_DIR defaults to $OUT, else outputs/gpu_check
 #
@@ -52,8 +53,9 @@ skip() {
 if [[ $DRY == 0 ]]; then
     if compgen -G ".whl/*.whl" >/dev/null; then
         # --no-deps: fetch_gpu_wheels.sh carries exactly the missing set, one version each.
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/gpu_check_site .whl/*.whl >"$WORK/wheels.log" 2>&1 && echo "installed: $(ls .whl)" >>"$WORK/wheels.log"
+        timeout 40 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/gpu_check_site .whl/*.whl >"$WORK/wheels.log" 2>&1 &&
+            echo "installed: $(ls .whl | tr '\n' ' ')" >>"$WORK/wheels.log"
         export PYTHONPATH=$PYTHONPATH:/tmp/gpu_check_site
     else
         echo "no .whl/*.whl: nothing installed" >"$WORK/wheels.log"
@@ -98,7 +100,7 @@ if [[ $DEVICE == cuda ]]; then
 else
     skip parity_flex parity_flex.json "flex attention needs CUDA"
 fi
-part bench_infer bench_infer.json 110 "$PY" scripts/bench_infer.py "${INFER[@]}" --output "$OUT_DIR/bench_infer.json"
+part bench_infer bench_infer.json 100 "$PY" scripts/bench_infer.py "${INFER[@]}" --output "$OUT_DIR/bench_infer.json"
 part render render.json 25 env MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL "$PY" scripts/bench_render.py "${RENDER[@]}" \
     --output "$OUT_DIR/render.json"
 part train_eager bench_train.json 90 "$PY" scripts/bench_train.py "${TRAIN[@]}" --ac "${TRAIN_ACS[@]}" \
@@ -106,7 +108,7 @@ part train_eager bench_train.json 90 "$PY" scripts/bench_train.py "${TRAIN[@]}" 
 part train_web bench_train.json 30 "$PY" scripts/bench_train.py "${TRAIN[@]}" --batch web --ac selective \
     --output "$OUT_DIR/bench_train.json" --append
 if [[ $DEVICE == cuda ]]; then
-    part train_compile bench_train.json 90 "$PY" scripts/bench_train.py "${TRAIN[@]}" --ac none selective --compile \
+    part train_compile bench_train.json 80 "$PY" scripts/bench_train.py "${TRAIN[@]}" --ac none selective --compile \
         --output "$OUT_DIR/bench_train.json" --append
 else
     skip train_compile bench_train.json "compiling on the CPU would take the dry run past a minute"
