@@ -200,9 +200,10 @@ def main(argv: list[str]) -> int:
                 if output:
                     output.write_text(json.dumps({**report, "device": _device_name()}, indent=1))
         dist_utils.barrier()
+    this_run = results[-len(runs):]
     if dist_utils.rank() == 0:
         print(f"{'batch':>6} {'ac':>10} {'compile':>7} {'step s':>8} {'samples/s':>10} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU %':>6}")
-        for r in results:
+        for r in this_run:
             if "error" in r:
                 print(f"{r['batch']:>6} {r['ac']:>10} {r['compile']!s:>7} failed: {r['error']}")
                 continue
@@ -210,7 +211,7 @@ def main(argv: list[str]) -> int:
             print(f"{r['batch']:>6} {r['ac']:>10} {r['compile']!s:>7} {r['step_time_s']:8.3f} {r['samples_per_s']:10.2f} "
                   f"{r['tokens_per_s']:10.0f} {r['tflops_per_device']:8.3f} {mfu:>6}")
     dist_utils.destroy_distributed()
-    return 1 if any("error" in r for r in results[-len(runs):]) else 0
+    return 1 if any("error" in r for r in this_run) else 0
 
 
 def _device_name() -> str:

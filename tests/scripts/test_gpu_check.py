@@ -120,3 +120,19 @@ def test_bench_model_shares_one_copy_of_the_weights():
     native = bench.build_native_sharing(bench.BENCH_ARGS, hf, "cpu", "sdpa")
     hf_storage = {p.untyped_storage().data_ptr() for p in hf.parameters()}
     assert all(p.untyped_storage().data_ptr() in hf_storage for p in native.parameters())
+
+
+def test_bench_train_records_a_failing_configuration_and_runs_the_next(tmp_path):
+    """A sweep configuration that fails (here: samples longer than max_seq_len) becomes a result with its
+    error; the others still run, the exit status says something failed, --append keeps earlier results."""
+    bench = load_script("bench_train")
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"results": [{"ac": "earlier"}], "checks": {"train_eager": {"status": "ok"}}}))
+    argv = ["--flavor", "debug", "--steps", "2", "--warmup", "1", "--local-batch-size", "1", "--horizon", "4",
+            "--image-px", "64", "64", "--batch", "web", "--max-seq-len", "64", "--ac", "none", "full",
+            "--output", str(out), "--append"]
+    assert bench.main(argv) == 1
+    report = json.loads(out.read_text())
+    assert report["checks"] == {"train_eager": {"status": "ok"}}
+    assert [r["ac"] for r in report["results"]] == ["earlier", "none", "full"]
+    assert all("exceeds data.max_seq_len=64" in r["error"] for r in report["results"][1:])
