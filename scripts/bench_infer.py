@@ -1,11 +1,20 @@
-"""Latency of ``VLA.sample_actions`` with and without the prefix KV cache.
+"""Latency of ``VLA.sample_actions``: with and without the prefix KV cache, eager or compiled.
 
     python scripts/bench_infer.py                                   # debug flavor on CPU
-    python scripts/bench_infer.py --flavor 2B --device cuda --dtype bfloat16 --cameras 3
+    python scripts/bench_infer.py --flavor 2B --device cuda --dtype bfloat16 --cameras 1 3 \
+        --modes cached compiled cudagraphs uncached
 
 Randomly initialised weights (latency does not depend on their values). One observation per call
 (batch 1): ``--cameras`` images of ``--image-size`` pixels, a ``--text-len`` token instruction, a chunk of
-``--horizon`` actions, ``--steps`` Euler steps. Writes p50/p90 per mode and the cached speed-up as JSON.
+``--horizon`` actions, ``--steps`` Euler steps. Modes:
+
+* ``cached``: the VLM prefix runs once into a KV cache, each Euler step runs only the expert tokens;
+* ``uncached``: every layer over prefix and suffix at every step (the reference);
+* ``compiled``: ``cached`` with the per-step expert pass under ``torch.compile``;
+* ``cudagraphs``: ``compiled`` in mode ``reduce-overhead`` (CUDA graphs replay the per-step pass).
+
+Writes p50/p90 per (cameras, mode) as JSON, rewritten after every measurement so a run stopped by a
+time cap keeps what it finished.
 """
 
 from __future__ import annotations
@@ -20,29 +29,36 @@ from pathlib import Path
 import torch
 
 from torchtitan_vla.config.model import ActionExpert, Model
+from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.models.qwen3_vl.rope_index import get_rope_index
 from torchtitan_vla.models.vla import VLA
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MODES = ("cached", "uncached", "compiled", "cudagraphs")
+COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--flavor", default="debug", help="Qwen3-VL flavor (debug, 2B, 4B, ...)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--fusion", default="joint", choices=["joint", "late"])
     p.add_argument("--time-conditioning", default="mlp", choices=["mlp", "adarms"])
-    p.add_argument("--cameras", type=int, default=1, help="images per observation")
+    p.add_argument("--cameras", type=int, nargs="+", default=[1], help="images per observation (one run each)")
     p.add_argument("--image-size", type=int, default=224, help="square image side in pixels (multiple of 32)")
     p.add_argument("--text-len", type=int, default=48, help="instruction tokens")
     p.add_argument("--horizon", type=int, default=50, help="action chunk length H")
     p.add_argument("--steps", type=int, default=10, help="Euler steps")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=["cached", "uncached"])
     p.add_argument("--iters", type=int, default=20, help="timed calls per mode")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls per mode")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per mode (compilation happens here)")
     p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
     p.add_argument("--output", default="outputs/bench_infer.json", help="JSON result path")
-    return p.parse_args()
+    args = p.parse_args(argv)
+    if args.image_size % 32:
+        p.error(f"--image-size must be a multiple of 32, got {args.image_size}")
+    return args
 
 
 def build(args) -> VLA:
@@ -54,14 +70,17 @@ def build(args) -> VLA:
     return vla.to(DTYPES[args.dtype]).eval()
 
 
-def observation(vla: VLA, args) -> dict:
-    """One prompt: per camera ``<vision_start> <image_pad> x N <vision_end>``, then the instruction."""
+def sampler(vla: VLA, args, cameras: int):
+    """(prefix tokens, a no-argument call of ``sample_actions`` on one observation with ``cameras`` images).
+
+    The only place that builds a batch or calls the model: per camera ``<vision_start> <image_pad> x N
+    <vision_end>``, then the instruction."""
     vision = vla.vlm.args.vision
     patches_per_side = args.image_size // vision.patch_size
-    grid = torch.tensor([[1, patches_per_side, patches_per_side]] * args.cameras)
+    grid = torch.tensor([[1, patches_per_side, patches_per_side]] * cameras)
     per_image = patches_per_side**2 // vision.spatial_merge_size**2
     ids = []
-    for _ in range(args.cameras):
+    for _ in range(cameras):
         ids += [vla.vlm.args.vision_start_token_id] + [vla.vlm.args.image_token_id] * per_image
         ids += [vla.vlm.args.vision_end_token_id]
     ids += torch.randint(0, 1000, (args.text_len,)).tolist()
@@ -69,24 +88,31 @@ def observation(vla: VLA, args) -> dict:
     position_ids, _ = get_rope_index(input_ids, grid, image_token_id=vla.vlm.args.image_token_id,
                                      spatial_merge_size=vision.spatial_merge_size)
     dev = args.device
-    return {
-        "input_ids": input_ids.to(dev),
-        "attention_mask": torch.ones_like(input_ids, dtype=torch.bool).to(dev),
-        "position_ids": position_ids.to(dev),
-        "pixel_values": torch.randn(int(grid.prod(dim=1).sum()), vision.patch_dim, device=dev, dtype=DTYPES[args.dtype]),
-        "image_grid_thw": grid.to(dev),
-        "state": torch.randn(1, vla.expert_cfg.max_state_dim, device=dev),
-    }
+    batch = Batch(
+        input_ids=input_ids.to(dev),
+        labels=torch.full_like(input_ids, -100).to(dev),
+        attention_mask=torch.ones_like(input_ids, dtype=torch.bool).to(dev),
+        position_ids=position_ids.to(dev),
+        pixel_values=torch.randn(int(grid.prod(dim=1).sum()), vision.patch_dim, device=dev, dtype=DTYPES[args.dtype]),
+        image_grid_thw=grid.to(dev),
+        state=torch.randn(1, vla.expert_cfg.max_state_dim, device=dev),
+    )
+    noise = torch.randn(1, args.horizon, vla.expert_cfg.max_action_dim, device=dev)
+
+    def call(use_cache: bool) -> torch.Tensor:
+        with torch.no_grad():
+            return vla.sample_actions(batch, num_steps=args.steps, noise=noise, use_cache=use_cache)
+
+    return len(ids), call
 
 
-def time_calls(vla: VLA, batch: dict, args, use_cache: bool) -> list[float]:
-    noise = torch.randn(1, args.horizon, vla.expert_cfg.max_action_dim, device=args.device)
+def time_calls(call, use_cache: bool, args) -> list[float]:
     timings = []
     for i in range(args.warmup + args.iters):
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        vla.sample_actions(batch, num_steps=args.steps, noise=noise, use_cache=use_cache)
+        call(use_cache)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         if i >= args.warmup:
@@ -98,30 +124,35 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vla = build(args)
-    batch = observation(vla, args)
-    result = {
+    eager_velocity = vla.cached_velocity
+    report = {"setup": {
         "flavor": args.flavor, "device": args.device, "dtype": args.dtype, "fusion": args.fusion,
-        "time_conditioning": args.time_conditioning, "cameras": args.cameras, "image_size": args.image_size,
-        "prefix_tokens": batch["input_ids"].shape[1], "horizon": args.horizon, "steps": args.steps,
-        "iters": args.iters, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "time_conditioning": args.time_conditioning, "image_size": args.image_size, "text_len": args.text_len,
+        "horizon": args.horizon, "steps": args.steps, "iters": args.iters, "warmup": args.warmup,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
         "hardware": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine(),
-    }
-    for use_cache in (True, False):
-        timings = time_calls(vla, batch, args, use_cache)
-        name = "cached" if use_cache else "uncached"
-        result[f"{name}_p50_ms"] = round(percentile(timings, 50), 3)
-        result[f"{name}_p90_ms"] = round(percentile(timings, 90), 3)
-    result["speedup_p50"] = round(result["uncached_p50_ms"] / result["cached_p50_ms"], 2)
+    }, "results": []}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    for mode in args.modes:
+        # The per-step expert pass is what runs `steps` times per chunk; the prefix runs once.
+        vla.cached_velocity = (torch.compile(eager_velocity, mode=COMPILE_MODES[mode]) if mode in COMPILE_MODES
+                               else eager_velocity)
+        for cameras in args.cameras:
+            prefix_tokens, call = sampler(vla, args, cameras)
+            timings = time_calls(call, mode != "uncached", args)
+            report["results"].append({"cameras": cameras, "prefix_tokens": prefix_tokens, "mode": mode,
+                                      "p50_ms": round(percentile(timings, 50), 3),
+                                      "p90_ms": round(percentile(timings, 90), 3)})
+            print(json.dumps(report["results"][-1]))
+            out.write_text(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     python scripts/bench_train.py --flavor debug --steps 3          # CPU smoke run
     python scripts/bench_train.py --batch web --ac full --compile   # stage-1 web batches
     torchrun --nproc_per_node=8 scripts/bench_train.py --sweep      # AC modes x compile on/off
-    python scripts/bench_train.py --output bench.json ...           # also write the results as JSON
+    python scripts/bench_train.py --ac none selective full          # several AC modes, one process
+    python scripts/bench_train.py --output bench.json --append ...  # add the results to a JSON file
 
 Robot batches: 1-3 camera images per sample at 224-448 px (square, multiple of 32), an instruction,
 a state and a 50-step action chunk. Web batches: one 224-448 px image with a caption (text loss).
@@ -14,6 +15,9 @@ stands in for Qwen's; only lengths matter here) and replayed, so data loading co
 Reported per configuration (steps after ``--warmup`` only): step time, samples/s, tokens/s (non-padding
 decoder tokens), model TFLOP/s and MFU per device (method: ``torchtitan_vla/train/flops.py``, vs the bf16
 dense peak of the GPU; n/a on CPU unless ``--peak-flops`` states a nominal one), and peak memory.
+A configuration that fails (out of memory, a compile error) is reported with its error and the next one
+runs; the JSON file is rewritten after every configuration, so a run stopped by a time cap keeps what
+it finished.
 """
 
 from __future__ import annotations
@@ -144,6 +148,17 @@ def bench_one(args, ac: str, compile_: bool, folder: Path) -> dict:
     }
 
 
+def bench_or_error(args, ac: str, compile_: bool, folder: Path) -> dict:
+    """``bench_one``, or the configuration with its error when it fails, so a sweep goes on."""
+    try:
+        return bench_one(args, ac, compile_, folder)
+    except Exception as exc:  # noqa: BLE001 - any failure of one configuration is a result of the sweep
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return {"flavor": args.flavor, "batch": args.batch, "ac": ac, "compile": compile_,
+                "local_batch_size": args.local_batch_size, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flavor", default="2B")
@@ -155,19 +170,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--horizon", type=int, default=50)
     parser.add_argument("--image-px", type=int, nargs=2, default=(224, 448), metavar=("MIN", "MAX"),
                         help="square image sides drawn from [MIN, MAX] in steps of 32")
-    parser.add_argument("--ac", choices=AC_MODES, default="selective")
+    parser.add_argument("--ac", choices=AC_MODES, nargs="+", default=["selective"], help="one run per mode")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="every AC mode x compile off/on")
     parser.add_argument("--peak-flops", type=float, default=0.0, help="MFU denominator per device; 0: GPU table")
     parser.add_argument("--output", default="", help="write the results to this JSON file")
+    parser.add_argument("--append", action="store_true", help="add to the results already in --output")
     args = parser.parse_args(argv)
     if min(args.image_px) < 32 or args.image_px[0] > args.image_px[1]:
         parser.error(f"--image-px needs 32 <= MIN <= MAX, got {args.image_px}")
     if args.warmup >= args.steps:
         parser.error(f"--warmup ({args.warmup}) must be below --steps ({args.steps})")
     init_logging()
-    runs = [(ac, c) for ac in AC_MODES for c in (False, True)] if args.sweep else [(args.ac, args.compile)]
-    results = []
+    runs = [(ac, c) for ac in AC_MODES for c in (False, True)] if args.sweep else [(ac, args.compile) for ac in args.ac]
+    output = Path(args.output) if args.output else None
+    # --append keeps whatever else the file holds too (gpu_check.sh records each run's outcome there).
+    report = json.loads(output.read_text()) if args.append and output and output.is_file() else {}
+    results = report.setdefault("results", [])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if dist_utils.rank() == 0:
@@ -175,20 +194,24 @@ def main(argv: list[str]) -> int:
         dist_utils.init_distributed()
         dist_utils.barrier()
         for ac, compile_ in runs:
-            results.append(bench_one(args, ac, compile_, folder))
+            results.append(bench_or_error(args, ac, compile_, folder))
             if dist_utils.rank() == 0:
                 print(json.dumps(results[-1]))
+                if output:
+                    output.write_text(json.dumps({**report, "device": _device_name()}, indent=1))
         dist_utils.barrier()
+    this_run = results[-len(runs):]
     if dist_utils.rank() == 0:
-        print(f"{'ac':>10} {'compile':>7} {'step s':>8} {'samples/s':>10} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU %':>6}")
-        for r in results:
+        print(f"{'batch':>6} {'ac':>10} {'compile':>7} {'step s':>8} {'samples/s':>10} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU %':>6}")
+        for r in this_run:
+            if "error" in r:
+                print(f"{r['batch']:>6} {r['ac']:>10} {r['compile']!s:>7} failed: {r['error']}")
+                continue
             mfu = f"{r['mfu_pct']:.1f}" if r["mfu_pct"] is not None else "n/a"
-            print(f"{r['ac']:>10} {r['compile']!s:>7} {r['step_time_s']:8.3f} {r['samples_per_s']:10.2f} "
+            print(f"{r['batch']:>6} {r['ac']:>10} {r['compile']!s:>7} {r['step_time_s']:8.3f} {r['samples_per_s']:10.2f} "
                   f"{r['tokens_per_s']:10.0f} {r['tflops_per_device']:8.3f} {mfu:>6}")
-        if args.output:
-            Path(args.output).write_text(json.dumps({"device": _device_name(), "results": results}, indent=1))
     dist_utils.destroy_distributed()
-    return 0
+    return 1 if any("error" in r for r in this_run) else 0
 
 
 def _device_name() -> str:
