@@ -1,11 +1,15 @@
-"""Round-trip latency of the policy server against in-process ``Policy.infer`` calls.
+"""Latency of the policy server under 1, 4 and 16 concurrent clients, with and without batching, in one run.
 
-    python scripts/bench_serve.py [--checkpoint EXPORT_DIR] [--iters 20] [--warmup 3] [--device cpu]
+    python scripts/bench_serve.py [--checkpoint EXPORT_DIR] [--clients 1 4 16] [--requests 64] [--max-batch 16]
+        [--output bench_serve.json]
 
 Without ``--checkpoint`` a tiny untrained debug-flavor policy is exported to a temp folder (two cameras,
-8-d state, 7-d action). The server runs on 127.0.0.1 in this process (on its own thread) and is driven by
-openpi's ``WebsocketClientPolicy``; the same observations go through ``Policy.infer`` directly. The
-difference is the serving overhead: msgpack packing, the websocket hop and the executor hand-off.
+8-d state, 7-d action, H = 10, 10 Euler steps). Two servers run on 127.0.0.1 in this process, one serving
+one request at a time (``max_batch = 1``) and one batching (``--max-batch``, ``--max-wait-ms``); for each
+client count, ``--requests`` requests in all (split evenly over the clients, each an openpi
+``WebsocketClientPolicy`` on its own thread sending back to back) go to one server, then to the other.
+Per request: the round trip seen by the client. Prints and writes JSON: p50/p99/mean latency, requests/s
+and the mean batch size per (clients, mode).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,29 +40,50 @@ def _observation(policy: Policy, image_size: int, rng: np.random.Generator) -> d
     return obs
 
 
-def _timed(fn, obs) -> float:
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _load(port: int, num_clients: int, per_client: int, observations: list[dict]) -> dict:
+    """``num_clients`` clients each send ``per_client`` requests back to back; latency of each."""
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    clients = [WebsocketClientPolicy(host="127.0.0.1", port=port) for _ in range(num_clients)]
+    barrier = threading.Barrier(num_clients)
+
+    def run(i: int) -> list[tuple[float, int]]:
+        barrier.wait()
+        out = []
+        for r in range(per_client):
+            start = time.perf_counter()
+            result = clients[i].infer(observations[(i + r) % len(observations)])
+            out.append(((time.perf_counter() - start) * 1000, result["server_timing"]["batch_size"]))
+        return out
+
     start = time.perf_counter()
-    fn(obs)
-    return (time.perf_counter() - start) * 1000
-
-
-def _summary(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {"mean_ms": statistics.fmean(times), "p50_ms": statistics.median(times),
-            "p90_ms": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], "n": len(times)}
+    with ThreadPoolExecutor(num_clients) as pool:
+        calls = [c for per in pool.map(run, range(num_clients)) for c in per]
+    wall = time.perf_counter() - start
+    latencies = sorted(ms for ms, _ in calls)
+    return {"clients": num_clients, "requests": len(calls), "p50_ms": statistics.median(latencies),
+            "p99_ms": _percentile(latencies, 0.99), "mean_ms": statistics.fmean(latencies),
+            "requests_per_s": len(calls) / wall, "mean_batch_size": statistics.fmean(b for _, b in calls)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None, help="exported policy folder (default: a tiny debug policy)")
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--requests", type=int, default=64, help="requests per (client count, mode)")
+    parser.add_argument("--warmup", type=int, default=3, help="requests per server before timing")
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--image-size", type=int, default=224, help="side of the client's uint8 images")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--output", default=None, help="write the JSON report here too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.checkpoint or export_debug_policy(Path(tmp), ["observation.images.front", "observation.images.wrist"],
@@ -64,42 +91,34 @@ def main() -> None:
                                                         num_steps=10)
         policy = Policy.from_export(folder, device=args.device)
         rng = np.random.default_rng(0)
-        observations = [_observation(policy, args.image_size, rng) for _ in range(args.warmup + args.iters)]
-        server = PolicyServer(policy, host="127.0.0.1", port=0)
-        server.start()
+        observations = [_observation(policy, args.image_size, rng) for _ in range(16)]
+        servers = {"one_at_a_time": PolicyServer(policy, port=0, max_batch=1, max_queue=64),
+                   "batched": PolicyServer(policy, port=0, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                           max_queue=64)}
+        for server in servers.values():
+            server.start()
+            _load(server.port, 1, args.warmup, observations)
+        rows = []
         try:
-            client = WebsocketClientPolicy(host="127.0.0.1", port=server.port)
-            served_infer_ms: list[float] = []
-
-            def remote(obs):
-                served_infer_ms.append(client.infer(obs)["server_timing"]["infer_ms"])
-
-            # Alternate the two paths call by call, so both see the same machine load.
-            in_process, served = [], []
-            for i, obs in enumerate(observations):
-                local_ms, remote_ms = _timed(policy.infer, obs), _timed(remote, obs)
-                if i >= args.warmup:
-                    in_process.append(local_ms)
-                    served.append(remote_ms)
+            for num_clients in args.clients:
+                per_client = max(1, args.requests // num_clients)
+                for mode, server in servers.items():
+                    row = {"mode": mode, **_load(server.port, num_clients, per_client, observations)}
+                    print(json.dumps(row))
+                    rows.append(row)
         finally:
-            server.stop()
-    inside = served_infer_ms[args.warmup:]
+            for server in servers.values():
+                server.stop()
     report = {
         "checkpoint": args.checkpoint or "debug (untrained, 2 cameras, H=10, 10 Euler steps)",
-        "device": args.device,
-        "torch_threads": args.threads,
-        "image_size": args.image_size,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
-        "in_process": _summary(in_process),
-        "server_round_trip": _summary(served),
-        "serving_overhead_ms": statistics.median(served) - statistics.median(in_process),
-        "server_side_infer": _summary(inside),
-        # Per call: round trip minus the server's own inference time (packing, websocket, thread hand-off).
-        "wire_overhead_ms": _summary([total - infer for total, infer in zip(served, inside)]),
+        "device": args.device, "torch_threads": args.threads, "image_size": args.image_size,
+        "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0], "results": rows,
     }
     print(json.dumps(report, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

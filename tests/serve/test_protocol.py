@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from torchtitan_vla.serve.protocol import packb, unpackb
+from torchtitan_vla.serve.protocol import RequestError, decode_observation, packb, unpackb
 
 openpi_msgpack = pytest.importorskip("openpi_client.msgpack_numpy", reason="openpi-client is not installed")
 
@@ -41,3 +41,17 @@ def test_object_dtypes_are_refused():
         packb({"x": np.array([object()], dtype=object)})
     with pytest.raises(TypeError, match="set"):
         packb({"x": {1, 2}})
+
+
+def test_messages_that_are_not_observations_are_refused_in_one_line():
+    assert decode_observation(openpi_msgpack.packb(_observation()))["prompt"] == "pick up the cup"
+    truncated = openpi_msgpack.packb({"x": np.zeros(4, np.float32)})[:-3]
+    for message, problem in [
+        ("{}", "got a text frame"),
+        (b"\xc1", "not msgpack-numpy"),
+        (openpi_msgpack.packb([1, 2]), "must be a map of keys to values, got list"),
+        (truncated, "not msgpack-numpy"),
+    ]:
+        with pytest.raises(RequestError, match=problem) as refused:
+            decode_observation(message)
+        assert "\n" not in str(refused.value)

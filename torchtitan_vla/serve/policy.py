@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,18 @@ from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.data.normalize import Normalizer
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.robot import robot_sample
-from torchtitan_vla.data.sample import Collator
+from torchtitan_vla.data.sample import Collator, Sample
 from torchtitan_vla.models.vla import VLA
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
 from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import ObservationKeyMap
+from .protocol import RequestError
 
 EXPORT_FILES = (INDEX_NAME, "config.json", "tokenizer.json")
+# Sides above it are refused; a camera frame as large as 1024 px is unusual, the model resizes to
+# data.image_size anyway, and the server's default message limit follows from it.
+DEFAULT_MAX_IMAGE_SIDE = 1024
 _EXPORT_EXTRA_KEYS = ("camera_keys", "state_dim", "action_dim", "norm_stats")
 
 
@@ -68,11 +72,25 @@ def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
     return cfg, extras
 
 
+@dataclass
+class PreparedObservation:
+    """A checked observation waiting for its batch: the model input and its own flow noise."""
+
+    sample: Sample
+    noise: torch.Tensor
+    """(1, H, max_action_dim) float32."""
+
+
+class ObservationError(RequestError):
+    """An observation the policy cannot serve (missing key, wrong shape or dtype, image too small or large)."""
+
+
 class Policy:
-    """``infer(obs) -> {"actions": float32 (H, action_dim), "policy_timing": {"infer_ms": ...}}``.
+    """``infer(obs) -> {"actions": float32 (H, action_dim), "policy_timing": {"infer_ms": ..., "batch_size": 1}}``.
 
     ``obs`` holds the client keys of ``key_map``: one uint8 image (H, W, 3) (or (3, H, W)) per camera, the
-    raw state vector and the prompt string. Usable in-process or behind ``PolicyServer``.
+    raw state vector and the prompt string. Usable in-process or behind ``PolicyServer``, which batches
+    concurrent requests through ``prepare`` + ``infer_prepared``.
     """
 
     def __init__(self, model: VLA, tokenizer: Tokenizer, cfg: JobConfig, extras: dict[str, Any],
@@ -98,6 +116,8 @@ class Policy:
         self.collate = Collator(tokenizer.pad_id, cfg.data.max_seq_len, self.horizon, expert.max_action_dim,
                                 expert.max_state_dim, num_sources=1, pad_to_max_seq_len=False)
         self.dim_mask = np.arange(expert.max_action_dim) < self.action_dim
+        self.max_image_side = DEFAULT_MAX_IMAGE_SIDE
+        """Longest image side accepted (the server's ``--max-image-side``)."""
         self.metadata: dict[str, Any] = {
             "action_horizon": self.horizon,
             "action_dim": self.action_dim,
@@ -123,42 +143,56 @@ class Policy:
         load_weights_from(model, folder)
         return cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps)
 
-    # -- observation -> batch --
+    @property
+    def max_observation_bytes(self) -> int:
+        """Bytes of the largest observation this policy accepts: every camera at ``max_image_side`` squared
+        (the state and prompt are small next to the images)."""
+        return len(self.camera_keys) * 3 * self.max_image_side**2
+
+    # -- observation -> sample -> batch --
     def _image(self, obs: dict[str, Any], client_key: str) -> np.ndarray:
         if client_key not in obs:
-            raise ValueError(f"observation lacks image key '{client_key}' (got keys {sorted(obs)})")
+            raise ObservationError(f"observation lacks image key '{client_key}' (got keys {sorted(obs)})")
         image = np.asarray(obs[client_key])
+        if image.dtype != np.uint8:
+            raise ObservationError(f"observation '{client_key}' must be a uint8 image, got dtype {image.dtype}")
         if image.ndim == 3 and image.shape[0] == 3 and image.shape[-1] != 3:
             image = image.transpose(1, 2, 0)  # openpi's ALOHA client sends CHW
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"observation '{client_key}' must be a uint8 (H, W, 3) image, "
-                             f"got {image.dtype} of shape {image.shape}")
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ObservationError(f"observation '{client_key}' must be an (H, W, 3) or (3, H, W) image, "
+                                   f"got shape {tuple(np.shape(obs[client_key]))}")
+        if min(image.shape[:2]) == 0 or max(image.shape[:2]) > self.max_image_side:
+            raise ObservationError(f"observation '{client_key}' has image sides {image.shape[:2]}: each must be "
+                                   f"between 1 and {self.max_image_side} pixels")
         return image
 
     def _state(self, obs: dict[str, Any]) -> np.ndarray:
         key = self.key_map.state
         if key not in obs:
-            raise ValueError(f"observation lacks state key '{key}' (got keys {sorted(obs)})")
-        state = np.asarray(obs[key], dtype=np.float32).reshape(-1)
+            raise ObservationError(f"observation lacks state key '{key}' (got keys {sorted(obs)})")
+        try:
+            state = np.asarray(obs[key], dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise ObservationError(f"observation '{key}' must be a vector of numbers") from None
         if state.shape != (self.state_dim,):
-            raise ValueError(f"observation '{key}' must have {self.state_dim} values, got shape {np.shape(obs[key])}")
+            raise ObservationError(f"observation '{key}' must have {self.state_dim} values, got shape {np.shape(obs[key])}")
         if not np.isfinite(state).all():
-            raise ValueError(f"observation '{key}' contains NaN or inf")
+            raise ObservationError(f"observation '{key}' contains NaN or inf")
         return state
 
     def _prompt(self, obs: dict[str, Any]) -> str:
         key = self.key_map.prompt
         prompt = obs.get(key)
         if isinstance(prompt, bytes):
-            prompt = prompt.decode()
+            prompt = prompt.decode(errors="replace")
         if not isinstance(prompt, str):
-            raise ValueError(f"observation lacks a '{key}' string (got {type(prompt).__name__})")
+            raise ObservationError(f"observation lacks a '{key}' string (got {type(prompt).__name__})")
         return prompt
 
-    def make_batch(self, obs: dict[str, Any]) -> Batch:
-        """The model's ``Batch`` (B = 1, on the policy's device) for one raw observation."""
+    def sample(self, obs: dict[str, Any]) -> Sample:
+        """The checked, normalized model input of one raw observation; a bad one raises ``ObservationError``."""
         if not isinstance(obs, dict):
-            raise ValueError(f"an observation must be a dict, got {type(obs).__name__}")
+            raise ObservationError(f"an observation must be a dict, got {type(obs).__name__}")
         by_camera = {cam: self._image(obs, key) for key, cam in self.key_map.images.items()}
         expert = self.cfg.action_expert
         sample = robot_sample(
@@ -168,19 +202,47 @@ class Policy:
             max_state_dim=expert.max_state_dim, max_action_dim=expert.max_action_dim,
             state_mode=expert.state_mode, state_bins=expert.state_bins,
         )
+        # Checked here, not at collation, so one long prompt cannot fail the other requests of a batch.
+        if len(sample) > self.cfg.data.max_seq_len:
+            raise ObservationError(f"the prompt and images make {len(sample)} tokens, over the policy's limit "
+                                   f"of {self.cfg.data.max_seq_len}")
+        return sample
+
+    def _collate(self, samples: list[Sample]) -> Batch:
         # The chunk is what sampling produces: the batch carries no actions (the contract's inference form).
-        return dataclasses.replace(self.collate([sample]), actions=None, action_is_pad=None).to(self.device)
+        return dataclasses.replace(self.collate(samples), actions=None, action_is_pad=None).to(self.device)
+
+    def make_batch(self, observations: dict[str, Any] | list[dict[str, Any]]) -> Batch:
+        """The model's ``Batch`` (B = number of observations, on the policy's device) for raw observations."""
+        if isinstance(observations, dict):
+            observations = [observations]
+        return self._collate([self.sample(obs) for obs in observations])
+
+    def prepare(self, obs: dict[str, Any]) -> PreparedObservation:
+        """``sample(obs)`` plus this request's flow noise, drawn now from torch's global RNG (one
+        (1, H, max_action_dim) draw per request, in the order requests are prepared)."""
+        sample = self.sample(obs)
+        noise = torch.randn((1, self.horizon, self.cfg.action_expert.max_action_dim), device=self.device)
+        return PreparedObservation(sample, noise)
 
     @torch.inference_mode()
-    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+    def infer_prepared(self, prepared: list[PreparedObservation]) -> list[dict[str, Any]]:
+        """One action chunk per prepared observation, sampled in one batched model call."""
         start = time.perf_counter()
-        batch = self.make_batch(obs)
-        chunk = self.model.sample_actions(batch, num_steps=self.num_steps)
-        actions = chunk[0, :, : self.action_dim].float().cpu().numpy()
-        return {
-            "actions": self.action_norm.inverse(actions),
-            "policy_timing": {"infer_ms": (time.perf_counter() - start) * 1000},
-        }
+        batch = self._collate([p.sample for p in prepared])
+        noise = torch.cat([p.noise for p in prepared])
+        chunks = self.model.sample_actions(batch, num_steps=self.num_steps, noise=noise)
+        actions = self.action_norm.inverse(chunks[:, :, : self.action_dim].float().cpu().numpy())
+        timing = {"infer_ms": (time.perf_counter() - start) * 1000, "batch_size": len(prepared)}
+        return [{"actions": row, "policy_timing": dict(timing)} for row in actions]
+
+    def infer_batch(self, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``[infer(obs) for obs in observations]`` in one model call: the same noise draws, in the same order,
+        so the chunks equal the one-at-a-time ones up to float rounding."""
+        return self.infer_prepared([self.prepare(obs) for obs in observations])
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        return self.infer_prepared([self.prepare(obs)])[0]
 
 
 def _arrays(stats: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -46,3 +46,21 @@ def packb(obj: Any) -> bytes:
 def unpackb(data: bytes) -> Any:
     """Inverse of :func:`packb` (arrays come back read-only, as views of the message)."""
     return msgpack.unpackb(data, object_hook=_decode)
+
+
+class RequestError(ValueError):
+    """A request the server refuses. Its message names the problem in the client's terms (no traceback, no
+    server path), so the server sends it to the client as the error frame."""
+
+
+def decode_observation(message: str | bytes) -> dict[str, Any]:
+    """The observation map of one client message; anything else raises ``RequestError``."""
+    if isinstance(message, str):
+        raise RequestError("expected a binary msgpack-numpy observation, got a text frame")
+    try:
+        obs = unpackb(message)
+    except Exception as exc:  # msgpack's own errors, or an array whose bytes do not fit its dtype and shape
+        raise RequestError(f"the message is not msgpack-numpy ({type(exc).__name__}: {exc or 'malformed'})") from None
+    if not isinstance(obs, dict):
+        raise RequestError(f"an observation must be a map of keys to values, got {type(obs).__name__}")
+    return obs
