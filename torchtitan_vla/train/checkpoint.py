@@ -30,6 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from torchtitan_vla.config.checkpoint import Checkpoint as CheckpointConfig
 from torchtitan_vla.utils import distributed as dist_utils
+from torchtitan_vla.utils.checksums import first_mismatch, folder_crc32
 from torchtitan_vla.utils.logging import logger
 
 MARKER = "COMPLETE.json"
@@ -55,12 +56,37 @@ class OptimizerState:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         self.model = model
         self.optimizer = optimizer
+        self.partial = False
+        """Set when the checkpoint being loaded lacks some parameters' state (they start fresh)."""
 
     def state_dict(self) -> dict[str, Any]:
+        init_missing_adamw_state(self.optimizer)
         return get_optimizer_state_dict(self.model, self.optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_optimizer_state_dict(self.model, self.optimizer, state)
+        set_optimizer_state_dict(self.model, self.optimizer, state, options=StateDictOptions(strict=not self.partial))
+
+
+def init_missing_adamw_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give every parameter without state the state AdamW creates at its first gradient.
+
+    AdamW creates state lazily, so a component that has had no gradient yet (an expert whose first steps
+    saw no robot sample) would be absent from a checkpoint while the loading side expects it. Initialised
+    here, every save holds every trainable parameter and stepping on is unchanged (same zeros, step 0).
+    (Without any state, DCP's loader would take a zero-gradient step instead, leaving step = 1.)
+    """
+    for group in optimizer.param_groups:
+        on_device = group.get("fused") or group.get("capturable")
+        for p in group["params"]:
+            if optimizer.state.get(p):
+                continue
+            state = optimizer.state[p]
+            state["step"] = (torch.zeros((), dtype=torch.float32, device=p.device) if on_device
+                             else torch.tensor(0.0, dtype=torch.float32))
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group.get("amsgrad"):
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 @dataclass
@@ -85,8 +111,12 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     }
 
 
-def check_complete(path: Path) -> str | None:
-    """``None`` if ``path`` is a complete checkpoint, else the reason it is not."""
+def check_complete(path: Path, verify_checksums: bool = True) -> str | None:
+    """``None`` if ``path`` is a complete checkpoint, else the reason it is not (naming the file).
+
+    Sizes are always compared with the marker; ``verify_checksums`` also reads every file and compares its
+    CRC-32 (flipped bytes, a zeroed shard), as every load does.
+    """
     marker = path / MARKER
     if not path.is_dir():
         return "no such folder"
@@ -94,14 +124,18 @@ def check_complete(path: Path) -> str | None:
         return f"no {MARKER} (the save did not finish)"
     try:
         meta = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        return f"unreadable {MARKER}: {e}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"unreadable {marker}: {e}"
+    if not isinstance(meta, dict) or not isinstance(meta.get("files", {}), dict):
+        return f"unreadable {marker}: not a checkpoint marker"
     actual = _file_sizes(path)
     for name, size in meta.get("files", {}).items():
         if name not in actual:
             return f"file {name} is missing"
         if actual[name] != size:
             return f"file {name} has {actual[name]} bytes, {size} were written (truncated copy?)"
+    if verify_checksums:
+        return first_mismatch(path, meta.get("crc32", {}))
     return None
 
 
@@ -155,7 +189,7 @@ class CheckpointManager:
             path = self.folder / f"step-{load_step}"
             reason = check_complete(path)
             if reason is not None:
-                available = [s for s, p in self.step_folders() if check_complete(p) is None]
+                available = [s for s, p in self.step_folders() if check_complete(p, verify_checksums=False) is None]
                 return FileNotFoundError(
                     f"checkpoint.load_step={load_step}: {path} is not a usable checkpoint ({reason}); "
                     f"complete checkpoints: {available}"
@@ -204,7 +238,7 @@ class CheckpointManager:
         # rank 0 is here the folder holds the whole checkpoint.
         if dist_utils.rank() == 0:
             final = self.folder / f"step-{step}"
-            marker = {"step": step, **meta, "files": _file_sizes(tmp)}
+            marker = {"step": step, **meta, "files": _file_sizes(tmp), "crc32": folder_crc32(tmp, (MARKER,))}
             with open(tmp / MARKER, "w") as f:
                 json.dump(marker, f, indent=1)
                 f.flush()
@@ -222,7 +256,8 @@ class CheckpointManager:
         if k <= 0:
             return
         candidates = [
-            p for _, p in self.step_folders() if check_complete(p) is None and not read_meta(p).get("stage_final")
+            p for _, p in self.step_folders()
+            if check_complete(p, verify_checksums=False) is None and not read_meta(p).get("stage_final")
         ]
         for path in candidates[:-k]:
             logger.info(f"deleting old checkpoint {path} (keep_latest_k={k})")
@@ -235,9 +270,25 @@ class CheckpointManager:
             self._async_group = None
 
 
+def _drop_unsaved_optimizer_state(optim_state: dict[str, Any], path: Path) -> bool:
+    """Leave out the parameters a checkpoint has no optimizer state for (written before they had a
+    gradient, by a version that did not initialise it): they keep the fresh AdamW state."""
+    saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    unsaved = [fqn for fqn, entries in optim_state.get("state", {}).items()
+               if not all(f"optimizer.state.{fqn}.{key}" in saved for key in entries)]
+    for fqn in unsaved:
+        del optim_state["state"][fqn]
+    if unsaved:
+        logger.info(f"{path}: no optimizer state yet for {len(unsaved)} parameters (e.g. {unsaved[0]}); "
+                    "they start as AdamW would")
+    return bool(unsaved)
+
+
 def load_into(path: Path, states: dict[str, Any]) -> None:
     """Load ``states``' keys from the checkpoint at ``path`` into the objects of ``states``."""
     flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in states.items()}
+    if "optimizer" in flat:
+        states["optimizer"].partial = _drop_unsaved_optimizer_state(flat["optimizer"], path)
     dcp.load(flat, checkpoint_id=str(path))
     for key, obj in states.items():
         if hasattr(obj, "load_state_dict"):
