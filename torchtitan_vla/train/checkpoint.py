@@ -96,15 +96,6 @@ class CheckpointInfo:
     meta: dict
 
 
-def _broadcast(obj: Any) -> Any:
-    """Rank 0's value on every rank (so all ranks agree on which checkpoint to load)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _file_sizes(folder: Path) -> dict[str, int]:
     return {
         str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER
@@ -176,7 +167,7 @@ class CheckpointManager:
         Rank 0 decides and broadcasts, so every rank loads the same one.
         """
         choice = self._choose(load_step) if dist_utils.rank() == 0 else None
-        choice = _broadcast(choice)
+        choice = dist_utils.broadcast_object(choice)
         if isinstance(choice, Exception):
             raise choice
         if choice is None:

@@ -1,7 +1,8 @@
 """``run(loaded, stages) -> exit code``: what ``train.py`` calls after parsing the configuration.
 
 Exit codes: 0 done or preempted (state saved, requeue the job), 1 stopped by the non-finite guard,
-2 a configuration or path problem (one ``error:`` line on stderr).
+2 a configuration or path problem, or the run folder is in use by another job (one ``error:`` line on
+stderr).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torchtitan_vla.utils import distributed as dist_utils
 from torchtitan_vla.utils.logging import init_logging, logger
 
 from .spec import TrainSpec, default_spec
+from .run_lock import RunFolderLocked
 from .trainer import NonFiniteLossError, Preempted, Trainer
 
 
@@ -28,7 +30,7 @@ def run(loaded: LoadedConfig, stages: list[ResolvedStage], spec: TrainSpec | Non
     except NonFiniteLossError as e:
         logger.error(f"training stopped: {e}")
         return 1
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, RunFolderLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
