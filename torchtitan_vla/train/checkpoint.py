@@ -11,7 +11,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ from torchtitan_vla.config.checkpoint import Checkpoint as CheckpointConfig
 from torchtitan_vla.utils import distributed as dist_utils
 from torchtitan_vla.utils.checksums import first_mismatch, folder_crc32
 from torchtitan_vla.utils.logging import logger
+
+from .disk import DiskFullError, is_disk_full
 
 MARKER = "COMPLETE.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -203,13 +207,14 @@ class CheckpointManager:
         self.wait()
         tmp = self.folder / f"step-{step}.tmp"
         flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in self.states.items()}
-        if self.cfg.async_mode == "async":
-            future = dcp.async_save(flat, checkpoint_id=str(tmp), process_group=self._async_group)
-            self._pending = (future, step, tmp, meta)
-            logger.info(f"checkpoint step-{step}: saving in the background")
-        else:
-            dcp.save(flat, checkpoint_id=str(tmp))
-            self._finalize(step, tmp, meta)
+        with self._disk_full_is_one_line(step, tmp):
+            if self.cfg.async_mode == "async":
+                future = dcp.async_save(flat, checkpoint_id=str(tmp), process_group=self._async_group)
+                self._pending = (future, step, tmp, meta)
+                logger.info(f"checkpoint step-{step}: saving in the background")
+            else:
+                dcp.save(flat, checkpoint_id=str(tmp))
+                self._finalize(step, tmp, meta)
 
     def restore(self, path: Path) -> None:
         """Load the tracked state from the checkpoint at ``path``."""
@@ -221,8 +226,24 @@ class CheckpointManager:
             return
         future, step, tmp, meta = self._pending
         self._pending = None
-        future.result()
-        self._finalize(step, tmp, meta)
+        with self._disk_full_is_one_line(step, tmp):
+            future.result()
+            self._finalize(step, tmp, meta)
+
+    @contextmanager
+    def _disk_full_is_one_line(self, step: int, tmp: Path) -> Iterator[None]:
+        """A save that ran out of space: the unfinished folder is removed (the previous checkpoints were
+        never touched) and ``DiskFullError`` names the folder."""
+        try:
+            yield
+        except BaseException as e:  # DCP's CheckpointException is a BaseException
+            if not is_disk_full(e):
+                raise
+            if dist_utils.rank() == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise DiskFullError(f"no space left on the device of {self.folder} while saving checkpoint step-{step}; "
+                                "the unfinished save was removed and the previous checkpoints are intact: free "
+                                "space (or lower checkpoint.keep_latest_k) and restart to resume") from None
 
     def _finalize(self, step: int, tmp: Path, meta: dict) -> None:
         # DCP's coordinator writes .metadata only after every rank's shards are written, so once
