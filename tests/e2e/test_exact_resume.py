@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.distributed_helper import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,23 +21,15 @@ SHORT = [f"--curriculum.stages.{name}.steps={n}" for name, n in (("vlm_pretrain"
 COMPARED = ("loss", "grad_norm")  # and every loss/... and loss_by_source/... key
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A folder whose ``outputs/data/toyworld`` holds freshly generated toy-world data (the config's paths)."""
-    root = tmp_path_factory.mktemp("resume")
-    data = root / "outputs" / "data" / "toyworld"
-    subprocess.run(
-        [sys.executable, "-m", "torchtitan_vla.envs.toyworld.generate", "--out", str(data),
-         "--episodes", "40", "--captions", "200", "--documents", "100"],
-        check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=300,
-    )
-    return root
+def train_args(dump: str, *extra: str) -> list[str]:
+    """train.py's arguments: the debug curriculum, shortened, logging every step, no export or evaluation."""
+    return [str(REPO / "train.py"), "--config", str(CONFIG), f"--job.dump_folder={dump}", "--metrics.log_freq=1",
+            "--checkpoint.keep_latest_k=0", "--checkpoint.export_policy=false", "--eval.closed_loop_episodes=0",
+            "--training.local_batch_size=4", *SHORT, *extra]
 
 
 def _train(cwd: Path, dump: str, nproc: int, *extra: str) -> subprocess.CompletedProcess:
-    args = [str(REPO / "train.py"), "--config", str(CONFIG), f"--job.dump_folder={dump}", "--metrics.log_freq=1",
-            "--checkpoint.keep_latest_k=0", "--checkpoint.export_policy=false", "--eval.closed_loop_episodes=0",
-            "--training.local_batch_size=4", *SHORT, *extra]
+    args = train_args(dump, *extra)
     if nproc > 1:
         launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
                   "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{free_port()}"]

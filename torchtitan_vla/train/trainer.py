@@ -135,10 +135,12 @@ class Trainer:
             gc.enable()
 
     def close(self) -> None:
-        self.checkpointer.close()
-        self.metrics.close()
-        self.preemption.restore()
-        self.run_lock.release()
+        try:
+            self.checkpointer.close()
+            self.metrics.close()
+            self.preemption.restore()
+        finally:
+            self.run_lock.release()
 
     def _check_world(self, resume: CheckpointInfo) -> None:
         saved = resume.meta.get("dp_world_size")
