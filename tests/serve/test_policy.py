@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from torchtitan_vla.parallel.weights import INDEX_NAME
+from torchtitan_vla.parallel.weights_writer import record_checksums
 from torchtitan_vla.serve.key_map import ObservationKeyMap
 from torchtitan_vla.serve.policy import Policy
 from torchtitan_vla.tools.debug_policy import export_debug_policy
@@ -72,6 +73,7 @@ def test_broken_exports_are_named(export_dir, tmp_path):
     tensors = load_file(str(wrong / shard))
     tensors["vlm.norm.weight"] = torch.zeros(3)
     save_file(tensors, str(wrong / shard))
+    record_checksums(wrong, json.loads((wrong / INDEX_NAME).read_text()))  # edited on purpose, not corrupt
     with pytest.raises(ValueError, match=rf"vlm.norm.weight: checkpoint \(3,\) vs model \(64,\) \(vlm.norm.weight in {shard}\)"):
         Policy.from_export(wrong)
 
@@ -80,6 +82,7 @@ def test_broken_exports_are_named(export_dir, tmp_path):
     config = json.loads((no_stats / "config.json").read_text())
     del config["norm_stats"]
     (no_stats / "config.json").write_text(json.dumps(config))
+    record_checksums(no_stats, json.loads((no_stats / INDEX_NAME).read_text()))
     with pytest.raises(ValueError, match=r"missing key\(s\) \['norm_stats'\]"):
         Policy.from_export(no_stats)
 

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from torchtitan_vla.utils import distributed as dist_utils
+from torchtitan_vla.utils.checksums import first_mismatch, folder_crc32
 
 from .weights import INDEX_NAME
 
@@ -122,6 +123,26 @@ def write_shards(folder: Path, tensors: Iterable[dict[str, torch.Tensor]], max_s
     return index
 
 
+def record_checksums(folder: Path, index: dict) -> None:
+    """Add the CRC-32 of every other file of the folder to the index's metadata (``crc32``), which
+    ``verify_checksums`` checks before loading."""
+    index["metadata"]["crc32"] = folder_crc32(folder, exclude=(INDEX_NAME,))
+    (folder / INDEX_NAME).write_text(json.dumps(index, indent=2))
+
+
+def verify_checksums(folder: str | Path) -> None:
+    """Raise ``ValueError`` naming the first file of a written folder whose CRC-32 differs from the one
+    recorded in its index (folders written before checksums were recorded pass unchecked)."""
+    index = Path(folder) / INDEX_NAME
+    try:
+        recorded = json.loads(index.read_text())["metadata"].get("crc32", {})
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"{index} is unreadable ({type(e).__name__}: {e})") from None
+    reason = first_mismatch(folder, recorded)
+    if reason is not None:
+        raise ValueError(f"exported weights: {reason}")
+
+
 def write_weights(folder: str | Path, state: dict[str, torch.Tensor], conversions: list[Conversion],
                   dtype: torch.dtype | None = None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
                   write_files: Callable[[Path], None] | None = None) -> None:
@@ -131,9 +152,10 @@ def write_weights(folder: str | Path, state: dict[str, torch.Tensor], conversion
     stream = gathered(state, conversions, dtype, writer)
     if writer:
         with atomic_folder(Path(folder)) as tmp:
-            write_shards(tmp, stream, max_shard_bytes)
+            index = write_shards(tmp, stream, max_shard_bytes)
             if write_files is not None:
                 write_files(tmp)
+            record_checksums(tmp, index)
     else:
         for _ in stream:  # take part in every gather
             pass

@@ -34,6 +34,7 @@ from torchtitan_vla.data.robot import robot_sample
 from torchtitan_vla.data.sample import Collator, Sample
 from torchtitan_vla.models.vla import VLA
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
+from torchtitan_vla.parallel.weights_writer import verify_checksums
 from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import ObservationKeyMap
@@ -54,6 +55,7 @@ def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"exported policy folder {folder} lacks {name} (expected {', '.join(EXPORT_FILES)})")
     safetensors_files(folder)  # every shard the index names exists
+    verify_checksums(folder)  # flipped bytes in a shard or config file: an error naming it, not wrong actions
     path = folder / "config.json"
     with open(path) as f:
         raw = json.load(f)

@@ -11,7 +11,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,10 @@ from torch.distributed.checkpoint.state_dict import (
 
 from torchtitan_vla.config.checkpoint import Checkpoint as CheckpointConfig
 from torchtitan_vla.utils import distributed as dist_utils
+from torchtitan_vla.utils.checksums import first_mismatch, folder_crc32
 from torchtitan_vla.utils.logging import logger
+
+from .disk import DiskFullError, is_disk_full
 
 MARKER = "COMPLETE.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -55,12 +60,37 @@ class OptimizerState:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         self.model = model
         self.optimizer = optimizer
+        self.partial = False
+        """Set when the checkpoint being loaded lacks some parameters' state (they start fresh)."""
 
     def state_dict(self) -> dict[str, Any]:
+        init_missing_adamw_state(self.optimizer)
         return get_optimizer_state_dict(self.model, self.optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_optimizer_state_dict(self.model, self.optimizer, state)
+        set_optimizer_state_dict(self.model, self.optimizer, state, options=StateDictOptions(strict=not self.partial))
+
+
+def init_missing_adamw_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give every parameter without state the state AdamW creates at its first gradient.
+
+    AdamW creates state lazily, so a component that has had no gradient yet (an expert whose first steps
+    saw no robot sample) would be absent from a checkpoint while the loading side expects it. Initialised
+    here, every save holds every trainable parameter and stepping on is unchanged (same zeros, step 0).
+    (Without any state, DCP's loader would take a zero-gradient step instead, leaving step = 1.)
+    """
+    for group in optimizer.param_groups:
+        on_device = group.get("fused") or group.get("capturable")
+        for p in group["params"]:
+            if optimizer.state.get(p):
+                continue
+            state = optimizer.state[p]
+            state["step"] = (torch.zeros((), dtype=torch.float32, device=p.device) if on_device
+                             else torch.tensor(0.0, dtype=torch.float32))
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group.get("amsgrad"):
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 @dataclass
@@ -70,23 +100,18 @@ class CheckpointInfo:
     meta: dict
 
 
-def _broadcast(obj: Any) -> Any:
-    """Rank 0's value on every rank (so all ranks agree on which checkpoint to load)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _file_sizes(folder: Path) -> dict[str, int]:
     return {
         str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER
     }
 
 
-def check_complete(path: Path) -> str | None:
-    """``None`` if ``path`` is a complete checkpoint, else the reason it is not."""
+def check_complete(path: Path, verify_checksums: bool = True) -> str | None:
+    """``None`` if ``path`` is a complete checkpoint, else the reason it is not (naming the file).
+
+    Sizes are always compared with the marker; ``verify_checksums`` also reads every file and compares its
+    CRC-32 (flipped bytes, a zeroed shard), as every load does.
+    """
     marker = path / MARKER
     if not path.is_dir():
         return "no such folder"
@@ -94,14 +119,18 @@ def check_complete(path: Path) -> str | None:
         return f"no {MARKER} (the save did not finish)"
     try:
         meta = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        return f"unreadable {MARKER}: {e}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"unreadable {marker}: {e}"
+    if not isinstance(meta, dict) or not isinstance(meta.get("files", {}), dict):
+        return f"unreadable {marker}: not a checkpoint marker"
     actual = _file_sizes(path)
     for name, size in meta.get("files", {}).items():
         if name not in actual:
             return f"file {name} is missing"
         if actual[name] != size:
             return f"file {name} has {actual[name]} bytes, {size} were written (truncated copy?)"
+    if verify_checksums:
+        return first_mismatch(path, meta.get("crc32", {}))
     return None
 
 
@@ -142,7 +171,7 @@ class CheckpointManager:
         Rank 0 decides and broadcasts, so every rank loads the same one.
         """
         choice = self._choose(load_step) if dist_utils.rank() == 0 else None
-        choice = _broadcast(choice)
+        choice = dist_utils.broadcast_object(choice)
         if isinstance(choice, Exception):
             raise choice
         if choice is None:
@@ -155,7 +184,7 @@ class CheckpointManager:
             path = self.folder / f"step-{load_step}"
             reason = check_complete(path)
             if reason is not None:
-                available = [s for s, p in self.step_folders() if check_complete(p) is None]
+                available = [s for s, p in self.step_folders() if check_complete(p, verify_checksums=False) is None]
                 return FileNotFoundError(
                     f"checkpoint.load_step={load_step}: {path} is not a usable checkpoint ({reason}); "
                     f"complete checkpoints: {available}"
@@ -178,13 +207,14 @@ class CheckpointManager:
         self.wait()
         tmp = self.folder / f"step-{step}.tmp"
         flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in self.states.items()}
-        if self.cfg.async_mode == "async":
-            future = dcp.async_save(flat, checkpoint_id=str(tmp), process_group=self._async_group)
-            self._pending = (future, step, tmp, meta)
-            logger.info(f"checkpoint step-{step}: saving in the background")
-        else:
-            dcp.save(flat, checkpoint_id=str(tmp))
-            self._finalize(step, tmp, meta)
+        with self._disk_full_is_one_line(step, tmp):
+            if self.cfg.async_mode == "async":
+                future = dcp.async_save(flat, checkpoint_id=str(tmp), process_group=self._async_group)
+                self._pending = (future, step, tmp, meta)
+                logger.info(f"checkpoint step-{step}: saving in the background")
+            else:
+                dcp.save(flat, checkpoint_id=str(tmp))
+                self._finalize(step, tmp, meta)
 
     def restore(self, path: Path) -> None:
         """Load the tracked state from the checkpoint at ``path``."""
@@ -196,15 +226,31 @@ class CheckpointManager:
             return
         future, step, tmp, meta = self._pending
         self._pending = None
-        future.result()
-        self._finalize(step, tmp, meta)
+        with self._disk_full_is_one_line(step, tmp):
+            future.result()
+            self._finalize(step, tmp, meta)
+
+    @contextmanager
+    def _disk_full_is_one_line(self, step: int, tmp: Path) -> Iterator[None]:
+        """A save that ran out of space: the unfinished folder is removed (the previous checkpoints were
+        never touched) and ``DiskFullError`` names the folder."""
+        try:
+            yield
+        except BaseException as e:  # DCP's CheckpointException is a BaseException
+            if not is_disk_full(e):
+                raise
+            if dist_utils.rank() == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise DiskFullError(f"no space left on the device of {self.folder} while saving checkpoint step-{step}; "
+                                "the unfinished save was removed and the previous checkpoints are intact: free "
+                                "space (or lower checkpoint.keep_latest_k) and restart to resume") from None
 
     def _finalize(self, step: int, tmp: Path, meta: dict) -> None:
         # DCP's coordinator writes .metadata only after every rank's shards are written, so once
         # rank 0 is here the folder holds the whole checkpoint.
         if dist_utils.rank() == 0:
             final = self.folder / f"step-{step}"
-            marker = {"step": step, **meta, "files": _file_sizes(tmp)}
+            marker = {"step": step, **meta, "files": _file_sizes(tmp), "crc32": folder_crc32(tmp, (MARKER,))}
             with open(tmp / MARKER, "w") as f:
                 json.dump(marker, f, indent=1)
                 f.flush()
@@ -222,7 +268,8 @@ class CheckpointManager:
         if k <= 0:
             return
         candidates = [
-            p for _, p in self.step_folders() if check_complete(p) is None and not read_meta(p).get("stage_final")
+            p for _, p in self.step_folders()
+            if check_complete(p, verify_checksums=False) is None and not read_meta(p).get("stage_final")
         ]
         for path in candidates[:-k]:
             logger.info(f"deleting old checkpoint {path} (keep_latest_k={k})")
@@ -235,9 +282,25 @@ class CheckpointManager:
             self._async_group = None
 
 
+def _drop_unsaved_optimizer_state(optim_state: dict[str, Any], path: Path) -> bool:
+    """Leave out the parameters a checkpoint has no optimizer state for (written before they had a
+    gradient, by a version that did not initialise it): they keep the fresh AdamW state."""
+    saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    unsaved = [fqn for fqn, entries in optim_state.get("state", {}).items()
+               if not all(f"optimizer.state.{fqn}.{key}" in saved for key in entries)]
+    for fqn in unsaved:
+        del optim_state["state"][fqn]
+    if unsaved:
+        logger.info(f"{path}: no optimizer state yet for {len(unsaved)} parameters (e.g. {unsaved[0]}); "
+                    "they start as AdamW would")
+    return bool(unsaved)
+
+
 def load_into(path: Path, states: dict[str, Any]) -> None:
     """Load ``states``' keys from the checkpoint at ``path`` into the objects of ``states``."""
     flat = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in states.items()}
+    if "optimizer" in flat:
+        states["optimizer"].partial = _drop_unsaved_optimizer_state(flat["optimizer"], path)
     dcp.load(flat, checkpoint_id=str(path))
     for key, obj in states.items():
         if hasattr(obj, "load_state_dict"):

@@ -1,7 +1,9 @@
 """``run(loaded, stages) -> exit code``: what ``train.py`` calls after parsing the configuration.
 
 Exit codes: 0 done or preempted (state saved, requeue the job), 1 stopped by the non-finite guard,
-2 a configuration or path problem (one ``error:`` line on stderr).
+2 a configuration or path problem, or the run folder is in use by another job (one ``error:`` line on
+stderr), 3 no space left on a device (one ``error:`` line naming the folder; a checkpoint being saved is
+removed, the previous ones are intact), 130 a second Ctrl-C (abort without saving).
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from torchtitan_vla.config import ConfigError, LoadedConfig, ResolvedStage
 from torchtitan_vla.utils import distributed as dist_utils
 from torchtitan_vla.utils.logging import init_logging, logger
 
+from .disk import DiskFullError, is_disk_full
+from .run_lock import RunFolderLocked
 from .spec import TrainSpec, default_spec
 from .trainer import NonFiniteLossError, Preempted, Trainer
+
+EXIT_DISK_FULL = 3
+EXIT_ABORTED = 130
 
 
 def run(loaded: LoadedConfig, stages: list[ResolvedStage], spec: TrainSpec | None = None) -> int:
@@ -28,9 +35,19 @@ def run(loaded: LoadedConfig, stages: list[ResolvedStage], spec: TrainSpec | Non
     except NonFiniteLossError as e:
         logger.error(f"training stopped: {e}")
         return 1
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, RunFolderLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: aborted by a second Ctrl-C; nothing saved since the last checkpoint", file=sys.stderr)
+        return EXIT_ABORTED
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        where = f" in {e.filename}" if isinstance(e, OSError) and e.filename else ""
+        message = str(e) if isinstance(e, DiskFullError) else f"no space left on the device{where} ({e})"
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_DISK_FULL
     finally:
         if trainer is not None:
             trainer.close()

@@ -1,4 +1,5 @@
-"""Preemption: SIGTERM / SIGUSR1 (SLURM) ask for a checkpoint at the next step boundary and exit 0."""
+"""Preemption: SIGTERM / SIGUSR1 (SLURM) and Ctrl-C (SIGINT) ask for a checkpoint at the next step
+boundary and exit 0; a second Ctrl-C aborts at once (KeyboardInterrupt)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch.distributed as dist
 
 from torchtitan_vla.utils.logging import logger
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class PreemptionHandler:
@@ -23,8 +24,11 @@ class PreemptionHandler:
 
     def _handle(self, signum, frame) -> None:
         # Only set a flag: saving inside a signal handler could interrupt a collective mid-flight.
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: the user does not want to wait for the save
         if not self.requested:
-            logger.warning(f"received {signal.Signals(signum).name}: saving at the next step boundary, then exiting")
+            again = " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else ""
+            logger.warning(f"received {signal.Signals(signum).name}: saving at the next step boundary, then exiting{again}")
         self.requested = True
 
     def should_stop(self, device: torch.device) -> bool:

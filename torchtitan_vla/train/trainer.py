@@ -40,6 +40,7 @@ from .metrics import MetricsLogger, console_line, peak_memory
 from .optimizer import build_optimizer
 from .profiling import maybe_profile
 from .report import write_report
+from .run_lock import acquire_on_rank0
 from .signals import PreemptionHandler
 from .spec import TrainSpec
 from .throughput import MetricsWindow
@@ -78,6 +79,14 @@ class Trainer:
         self.parallel_dims = ParallelDims.from_config(cfg.parallelism, device_type=self.device.type)
         self.dp_mesh = self.parallel_dims.dp_mesh
         self.run_folder = Path(cfg.job.dump_folder) / cfg.job.name
+        self.run_lock = acquire_on_rank0(self.run_folder, self.rank)  # before anything writes into the folder
+        try:
+            self._build(cfg, spec)
+        except BaseException:
+            self.run_lock.release()
+            raise
+
+    def _build(self, cfg: JobConfig, spec: TrainSpec) -> None:
         if cfg.job.deterministic:
             torch.use_deterministic_algorithms(True)
 
@@ -126,9 +135,12 @@ class Trainer:
             gc.enable()
 
     def close(self) -> None:
-        self.checkpointer.close()
-        self.metrics.close()
-        self.preemption.restore()
+        try:
+            self.checkpointer.close()
+            self.metrics.close()
+            self.preemption.restore()
+        finally:
+            self.run_lock.release()
 
     def _check_world(self, resume: CheckpointInfo) -> None:
         saved = resume.meta.get("dp_world_size")

@@ -97,3 +97,12 @@ def all_reduce(tensor: torch.Tensor, mesh: DeviceMesh | None, op: dist.ReduceOp.
 def all_reduce_sum(tensor: torch.Tensor, mesh: DeviceMesh | None) -> torch.Tensor:
     """Sum of ``tensor`` over the ranks of ``mesh`` (a new tensor, without gradient)."""
     return all_reduce(tensor.detach().clone(), mesh, dist.ReduceOp.SUM)
+
+
+def broadcast_object(obj):
+    """Rank 0's value (any picklable object) on every rank, so all ranks take the same decision."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
