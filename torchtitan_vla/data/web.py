@@ -100,7 +100,7 @@ def parquet_problem(path: str) -> str | None:
 
 def usable_files(kind: str, files: list[str], strict: bool, report: bool) -> tuple[list[str], int]:
     """The files that pass the check of their kind and how many did not; a damaged file is an error with
-    ``strict``, else left out with a warning naming it (when ``report``: once per job, not per worker)."""
+    ``strict``, else left out, with a warning naming it when ``report``."""
     problem = {"cc12m": tar_problem, "obelics": parquet_problem}[kind]
     good = []
     for path in files:
@@ -206,8 +206,8 @@ class WebStream(SourceStream):
     def __init__(self, kind: str, path: str, split: str, name: str, source_id: int, prompts: PromptBuilder,
                  packer: Packer, dp_rank: int, dp_world_size: int, strict: bool, fetch_fn: str = "",
                  counts_bad_files: bool = False):
-        """``counts_bad_files``: this stream reports the damaged files it leaves out (one stream per job does,
-        so a bad shard is one warning and one skip, not one per rank and worker)."""
+        """``counts_bad_files``: this stream warns about and counts the damaged files it leaves out (only the
+        first stream of rank 0 does, so a bad shard is one skip, not one per rank and worker)."""
         self.name, self.source_id, self.prompts, self.packer, self.strict = name, source_id, prompts, packer, strict
         self.path = path
         self.to_document = {"cc12m": cc12m_document, "obelics": obelics_document}[kind]
