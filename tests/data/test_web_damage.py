@@ -56,12 +56,35 @@ def shards(tmp_path):
     return write_cc12m_shards(str(tmp_path / "cc"), synthetic_captions(12, size=32), shard_size=4)
 
 
-def test_tar_check_sees_both_kinds_of_truncation(shards):
+def test_tar_check_sees_cuts_at_and_between_member_boundaries(shards):
     assert tar_problem(shards[0]) is None
     _cut(shards[0], _member_end(shards[0], 5))  # two whole examples (jpg, txt, json each), nothing after
-    assert "no end-of-archive block after member '000000001.json'" in tar_problem(shards[0])
-    _cut(shards[1], tarfile.open(shards[1]).getmembers()[3].offset_data + 100)  # inside the second jpg
-    assert "truncated inside member '000000005.jpg'" in tar_problem(shards[1])
+    assert "do not end with the tar end-of-archive block" in tar_problem(shards[0])
+    data_start = tarfile.open(shards[1]).getmembers()[3].offset_data
+    _cut(shards[1], data_start + 100)  # inside the second jpg
+    assert "is not a whole number of 512-byte tar blocks" in tar_problem(shards[1])
+    _cut(shards[1], data_start + 512)  # inside it, at a block boundary
+    assert "do not end with the tar end-of-archive block" in tar_problem(shards[1])
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["first shard", "middle shard"])
+def test_a_read_failure_inside_a_shard_names_the_shard(shards, which, tokenizer):
+    # Damage the start-up check cannot see: after two whole examples, a member that claims 100 kB but holds
+    # only the 1 kB of zeros that also pass for an end-of-archive block.
+    _cut(shards[which], _member_end(shards[which], 5))
+    header = tarfile.TarInfo(f"{4 * which + 2:09d}.jpg")
+    header.size = 100_000
+    with open(shards[which], "ab") as f:
+        f.write(header.tobuf() + tarfile.NUL * 2 * tarfile.BLOCKSIZE)
+    assert tar_problem(shards[which]) is None
+    src = DataSource(name="cc", kind="cc12m", path=os.path.dirname(shards[0]))
+    if which == 0:  # read while opening: datasets infers the columns from the first examples
+        with pytest.raises(CorruptShardError, match=f"cc12m shard {shards[0]}: reading its first examples failed"):
+            build_dataloader(make_config([src], packing=False), tokenizer, 0, 1)
+        return
+    loader = build_dataloader(make_config([src], packing=False), tokenizer, 0, 1)
+    with pytest.raises(CorruptShardError, match=f"data source 'cc' .*: reading failed after shard {shards[1]}"):
+        _captions(loader, 3, tokenizer)
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["first shard", "middle shard"])
