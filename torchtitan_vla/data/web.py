@@ -110,7 +110,7 @@ def usable_files(kind: str, files: list[str], strict: bool, report: bool) -> tup
 def open_web_dataset(kind: str, path: str, split: str, dp_rank: int, dp_world_size: int,
                      files: list[str] | None = None):
     """A streaming ``datasets.IterableDataset`` of the source, this rank's share only (``files``: the local
-    files to read, already checked)."""
+    files to read, as ``usable_files`` left them; None: every file at ``path``)."""
     from datasets.distributed import split_dataset_by_node
 
     import datasets
@@ -119,6 +119,7 @@ def open_web_dataset(kind: str, path: str, split: str, dp_rank: int, dp_world_si
     if path.startswith("hf://"):
         ds = datasets.load_dataset(path.removeprefix("hf://"), split=split, streaming=True)
     else:
+        files = _data_files(path, kind) if files is None else files
         if not files:
             raise FileNotFoundError(f"{kind} source: no readable file left at {path}")
         try:  # reads the first examples of the first file to infer the features
