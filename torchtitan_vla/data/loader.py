@@ -64,10 +64,10 @@ def _robot_builder(src: DataSource, cfg, prompts: PromptBuilder) -> RobotSampleB
 
 def _web_stream(src: DataSource, cfg, prompts: PromptBuilder, dp_rank: int, dp_world_size: int, source_id: int,
                 stream_id: int, num_streams: int) -> WebStream:
-    del stream_id, num_streams  # datasets splits by rank here and by worker itself
+    del num_streams  # datasets splits by rank here and by worker itself
     packer = Packer(cfg.data.max_seq_len, prompts.vision_start_id, cfg.data.packing)
     stream = WebStream(src.kind, src.path, src.split, src.name, source_id, prompts, packer, dp_rank, dp_world_size,
-                       cfg.data.strict, src.image_fetch_fn)
+                       cfg.data.strict, src.image_fetch_fn, counts_bad_files=stream_id == 0)
     # datasets gives each loader worker whole shards; a worker without one would never yield.
     if stream.ds.n_shards < cfg.data.num_workers:
         raise ValueError(f"data source '{src.name}' has {stream.ds.n_shards} shard(s) per rank, fewer than "

@@ -2,7 +2,9 @@
 
 Local files and ``hf://<repo>`` paths take the same code path (``load_dataset(..., streaming=True)``).
 Images are read as raw bytes and decoded here, so a corrupt image skips one example (counted) instead of
-breaking the stream.
+breaking the stream. Local shards are checked before ``datasets`` opens them (a tar shard cut at a member
+boundary would otherwise end early without an error): a damaged file is an error naming it with
+``data.strict``, else a counted skip with a warning naming it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import importlib
 import io
 import os
 import re
+import tarfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 from ..utils.logging import logger
@@ -30,6 +35,10 @@ TEXT_EXTENSIONS = ("txt", "caption")
 
 class UnavailableImage(RuntimeError):
     """An image that cannot be had: corrupt bytes, a missing file, or a URL without a fetch function."""
+
+
+class CorruptShardError(RuntimeError):
+    """A tar shard or parquet file that cannot be read whole (truncated, bad header, bad footer)."""
 
 
 _BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -57,8 +66,51 @@ def _data_files(path: str, kind: str) -> list[str]:
     return files
 
 
-def open_web_dataset(kind: str, path: str, split: str, dp_rank: int, dp_world_size: int):
-    """A streaming ``datasets.IterableDataset`` of the source, this rank's share only."""
+def tar_problem(path: str) -> str | None:
+    """Why the tar shard at ``path`` is not whole, or None. A whole archive is a whole number of 512-byte
+    blocks ending with the end-of-archive block (zeros), which a cut almost never leaves behind: a cut at a
+    member boundary ends with that member's data, a cut inside a member with its bytes. Two small reads,
+    so every shard of a large source is checked at start-up (the full header walk costs ~60 us a member)."""
+    size = os.path.getsize(path)
+    if size % tarfile.BLOCKSIZE:
+        return f"truncated: {size} bytes is not a whole number of {tarfile.BLOCKSIZE}-byte tar blocks"
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 2 * tarfile.BLOCKSIZE))
+        tail = f.read()
+    if size < 2 * tarfile.BLOCKSIZE or tail.strip(tarfile.NUL):
+        return f"truncated: the {size} bytes do not end with the tar end-of-archive block"
+    return None
+
+
+def parquet_problem(path: str) -> str | None:
+    """Why the parquet file at ``path`` cannot be opened (a truncated file has no footer), or None."""
+    try:
+        pq.ParquetFile(path).close()
+    except (OSError, pa.ArrowException) as err:
+        return f"unreadable parquet ({err})"
+    return None
+
+
+def usable_files(kind: str, files: list[str], strict: bool, report: bool) -> tuple[list[str], int]:
+    """The files that pass the check of their kind and how many did not; a damaged file is an error with
+    ``strict``, else left out, with a warning naming it when ``report``."""
+    problem = {"cc12m": tar_problem, "obelics": parquet_problem}[kind]
+    good = []
+    for path in files:
+        why = problem(path)
+        if why is None:
+            good.append(path)
+        elif strict:
+            raise CorruptShardError(f"{kind} shard {path}: {why}")
+        elif report:
+            logger.warning(f"{kind} shard {path}: {why}; skipped (data.strict = false)")
+    return good, len(files) - len(good)
+
+
+def open_web_dataset(kind: str, path: str, split: str, dp_rank: int, dp_world_size: int,
+                     files: list[str] | None = None):
+    """A streaming ``datasets.IterableDataset`` of the source, this rank's share only (``files``: the local
+    files to read, as ``usable_files`` left them; None: every file at ``path``)."""
     from datasets.distributed import split_dataset_by_node
 
     import datasets
@@ -67,7 +119,14 @@ def open_web_dataset(kind: str, path: str, split: str, dp_rank: int, dp_world_si
     if path.startswith("hf://"):
         ds = datasets.load_dataset(path.removeprefix("hf://"), split=split, streaming=True)
     else:
-        ds = datasets.load_dataset(builder, data_files={split: _data_files(path, kind)}, split=split, streaming=True)
+        files = _data_files(path, kind) if files is None else files
+        if not files:
+            raise FileNotFoundError(f"{kind} source: no readable file left at {path}")
+        try:  # reads the first examples of the first file to infer the features
+            ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=True)
+        except (OSError, tarfile.TarError, pa.ArrowException) as err:
+            raise CorruptShardError(f"{kind} shard {files[0]}: reading its first examples failed: "
+                                    f"{type(err).__name__}: {err}") from err
     if kind == "cc12m":
         image_columns = [c for c in IMAGE_EXTENSIONS if c in (ds.features or {})]
         for column in image_columns:
@@ -123,14 +182,19 @@ def cc12m_document(example: dict, prompts: PromptBuilder, base_dir: str, fetch) 
 
 
 def obelics_document(example: dict, prompts: PromptBuilder, base_dir: str, fetch) -> Document:
+    # A null cell stands for "nothing at any position": a row without images is a text-only document.
+    images, texts = example.get("images"), example.get("texts")
+    if images is not None and texts is not None and len(images) != len(texts):
+        raise UnavailableImage(f"{len(images)} images but {len(texts)} texts")
+    width = len(images if images is not None else texts or [])
     items: list[str | Image.Image] = []
-    for image, text in zip(example["images"], example["texts"]):
+    for image, text in zip(images or [None] * width, texts or [None] * width):
         if image is not None:
             items.append(decode_image(image, base_dir, fetch))
         elif text:
             items.append(text)
     if not items:
-        raise UnavailableImage("empty document")
+        raise UnavailableImage("empty document (no image and no text)")
     return prompts.interleaved(items)
 
 
@@ -138,14 +202,22 @@ class WebStream(SourceStream):
     """Packed samples from one web source, resumable from the read position of ``datasets``."""
 
     def __init__(self, kind: str, path: str, split: str, name: str, source_id: int, prompts: PromptBuilder,
-                 packer: Packer, dp_rank: int, dp_world_size: int, strict: bool, fetch_fn: str = ""):
+                 packer: Packer, dp_rank: int, dp_world_size: int, strict: bool, fetch_fn: str = "",
+                 counts_bad_files: bool = False):
+        """``counts_bad_files``: this stream warns about and counts the damaged files it leaves out (only the
+        first stream of rank 0 does, so a bad shard is one skip, not one per rank and worker)."""
         self.name, self.source_id, self.prompts, self.packer, self.strict = name, source_id, prompts, packer, strict
+        self.path = path
         self.to_document = {"cc12m": cc12m_document, "obelics": obelics_document}[kind]
         self.base_dir = path if os.path.isdir(path) else os.path.dirname(path)
         self.fetch = load_fetcher(fetch_fn)
-        self.ds = open_web_dataset(kind, path, split, dp_rank, dp_world_size)
+        files, bad = (None, 0) if path.startswith("hf://") else usable_files(
+            kind, _data_files(path, kind), strict, report=counts_bad_files)
+        self.ds = open_web_dataset(kind, path, split, dp_rank, dp_world_size, files)
         self.epoch = 0
-        self.skipped = 0
+        self.skipped = bad if counts_bad_files else 0
+        self._position = 0  # examples read in this epoch since the reader started, to name a skipped one
+        self._last_shard = ""
         self._resume: dict | None = None  # datasets' state to restart from (None: the epoch's start)
         self._iter: Iterator[tuple[int, dict | None, Document]] | None = None
         self._pending: tuple[int, dict | None, Document] | None = None
@@ -158,17 +230,18 @@ class WebStream(SourceStream):
                 self.ds.load_state_dict(self._resume)
             produced = False
             before = self._resume
-            for example in self.ds:
+            for example in self._examples():
                 try:
                     doc = self.to_document(example, self.prompts, self.base_dir, self.fetch)
                     doc = doc.truncate(self.packer.max_len, self.prompts.vision_start_id)
                     if doc is None:
                         raise UnavailableImage(f"first image needs more than max_seq_len={self.packer.max_len} tokens")
                 except UnavailableImage as err:
+                    where = self._describe(example)
                     if self.strict:
-                        raise
+                        raise UnavailableImage(f"data source '{self.name}', {where}: {err}") from err
                     self.skipped += 1
-                    logger.warning(f"data source '{self.name}': skipped an example: {err}")
+                    logger.warning(f"data source '{self.name}', {where}: skipped: {err}")
                 else:
                     produced = True
                     yield self.epoch, before, doc
@@ -177,6 +250,31 @@ class WebStream(SourceStream):
                 raise RuntimeError(f"data source '{self.name}' yielded no usable example in a whole epoch "
                                    f"(too few shards for the ranks and workers, or every example skipped)")
             self.epoch, self._resume = self.epoch + 1, None
+
+    def _examples(self) -> Iterator[dict]:
+        """The examples of ``datasets``; a read failure (damage the start-up check cannot see, e.g. a corrupt
+        page inside a parquet file) is an error naming the source and the last shard read."""
+        self._position = 0
+        examples = iter(self.ds)
+        while True:
+            try:
+                example = next(examples)
+            except StopIteration:
+                return
+            except (OSError, tarfile.TarError, pa.ArrowException) as err:
+                after = f" after shard {self._last_shard}" if self._last_shard else ""
+                raise CorruptShardError(f"data source '{self.name}' ({self.path}): reading failed{after}: "
+                                        f"{type(err).__name__}: {err}") from err
+            self._position += 1
+            self._last_shard = example.get("__url__") or self._last_shard
+            yield example
+
+    def _describe(self, example: dict) -> str:
+        """Where an example comes from, as precisely as ``datasets`` tells (WebDataset: shard and key)."""
+        if example.get("__url__"):
+            return f"shard {example['__url__']} member {example.get('__key__')}"
+        # The parquet reader of ``datasets`` does not say which file or row an example came from.
+        return f"{self.path}: example {self._position} read in epoch {self.epoch} (since the reader started)"
 
     def _next_document(self) -> tuple[int, dict | None, Document]:
         if self._pending is not None:
@@ -205,3 +303,4 @@ class WebStream(SourceStream):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self._resume = int(state["epoch"]), state["datasets"]
         self._iter, self._pending = None, None
+        self.skipped = 0  # the restored loader's counts already hold the files left out at the start

@@ -130,5 +130,8 @@ def console_line(record: dict[str, Any], step: int, total_steps: int, stage: str
     parts.append(f"data {100 * record['time/data_wait_fraction']:.0f}%")
     if record.get("nonfinite_skipped"):
         parts.append(f"skipped {record['nonfinite_skipped']}")
+    data_skips = [f"{k.removeprefix('skipped/')} {v}" for k, v in record.items() if k.startswith("skipped/") and v]
+    if data_skips:
+        parts.append(f"data skipped {', '.join(data_skips)}")
     parts.append(f"eta {format_duration(eta_s)}")
     return " | ".join(parts)

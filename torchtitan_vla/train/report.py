@@ -42,6 +42,24 @@ def stage_losses(metrics_file: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def data_skipped(metrics_file: Path) -> dict[str, int]:
+    """Examples skipped per source over the whole job: each stage's loader counts from the stage's start
+    (and keeps counting across a resume), and a stage's last step is always logged, so the last
+    ``skipped/<source>`` of each stage is that stage's total."""
+    last: dict[str, dict[str, int]] = {}
+    if metrics_file.is_file():
+        for line in metrics_file.read_text().splitlines():
+            record = json.loads(line)
+            counts = {k.removeprefix("skipped/"): v for k, v in record.items() if k.startswith("skipped/")}
+            if counts and "stage" in record:
+                last[record["stage"]] = counts
+    total: dict[str, int] = {}
+    for counts in last.values():
+        for source, n in counts.items():
+            total[source] = total.get(source, 0) + n
+    return total
+
+
 def closed_loop(cfg: JobConfig, policy_folder: Path) -> dict[str, Any]:
     """Closed-loop metrics of the exported policy, or an empty dict when evaluation is off."""
     episodes = cfg.eval.closed_loop_episodes
@@ -67,6 +85,7 @@ def write_report(cfg: JobConfig, run_folder: Path, export_folder: Path) -> dict[
     report: dict[str, Any] = {
         "job": cfg.job.name,
         "stage_losses": stage_losses(run_folder / "metrics.jsonl"),
+        "data_skipped": data_skipped(run_folder / "metrics.jsonl"),
         **closed_loop(cfg, export_folder / "policy"),
         "paths": {
             "run_folder": str(run_folder),
@@ -82,6 +101,9 @@ def write_report(cfg: JobConfig, run_folder: Path, export_folder: Path) -> dict[
     for stage, loss in report["stage_losses"].items():
         lines.append(f"  {stage}: loss {loss['first']:.4f} -> {loss['final']:.4f} "
                      f"(text {loss['final_text']:.4f}, action {loss['final_action']:.4f})")
+    if any(report["data_skipped"].values()):
+        lines.append("  examples skipped (damaged or unavailable data): "
+                     + ", ".join(f"{s} {n}" for s, n in report["data_skipped"].items()))
     if "success_rate" in report:
         line = f"  closed-loop success {report['success_rate']:.2f} over {report['episodes']} episodes"
         if "baseline_success_rate" in report:

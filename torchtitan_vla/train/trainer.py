@@ -294,7 +294,11 @@ class Trainer:
         return losses, grad_norm, lrs
 
     def _log(self, step: int, losses: StepLosses, grad_norm: torch.Tensor, lrs: dict[str, float]) -> None:
-        reduced = dist_utils.all_reduce_sum(torch.cat([losses.sums, losses.by_source.flatten()]), self.dp_mesh)
+        # Examples each source skipped in this stage so far (the loader's counts survive a resume), all ranks.
+        skips = getattr(self.dataloader, "skipped_per_source", {})
+        skipped = losses.sums.new_tensor([skips.get(n, 0) for n in self.dataloader.source_names])
+        reduced = dist_utils.all_reduce_sum(torch.cat([skipped, losses.sums, losses.by_source.flatten()]), self.dp_mesh)
+        skipped, reduced = reduced[: len(skipped)], reduced[len(skipped):]
         terms = losses.term_losses(reduced[: len(LOSS_TERMS)])
         record: dict = {"stage": self.plan.stage.name, "loss": weighted_total(terms, self.weights)}
         record.update({f"loss/{t}": v for t, v in terms.items()})
@@ -308,6 +312,8 @@ class Trainer:
         record.update(self.window.report(self.device, self.dp_mesh, self.world_size, self.peak_flops))
         record.update(peak_memory())
         record["nonfinite_skipped"] = self.train_state.nonfinite_skipped
+        if skips:
+            record.update({f"skipped/{n}": int(c) for n, c in zip(self.dataloader.source_names, skipped.tolist())})
         eta = self.seconds_trained / max(1, self.steps_run) * (self.job_steps - self.steps_run)
         stage = self.plan.stage
         logger.info(console_line(record, step, self.plans[-1].end, stage.name, self.train_state.stage_step,
