@@ -175,6 +175,7 @@ class Loader(StatefulDataLoader):
     def __init__(self, dataset: SyntheticMixture, batch_size: int):
         super().__init__(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
         self.source_names = dataset.names
+        self.skipped_per_source = dict.fromkeys(dataset.names, 0)  # synthetic samples are never corrupt
 
 
 def build_loader(cfg, tokenizer, dp_rank: int, dp_world_size: int, split: str) -> Loader:

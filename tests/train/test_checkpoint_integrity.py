@@ -64,3 +64,31 @@ def test_a_corrupt_checkpoint_is_not_counted_complete_but_purging_does_not_read_
     _flip(_distcp(tmp_path / "step-1"))
     assert "corrupt" in check_complete(tmp_path / "step-1")
     assert check_complete(tmp_path / "step-1", verify_checksums=False) is None
+
+
+def test_a_checkpoint_that_passes_the_checks_but_does_not_load_falls_back_and_resumes_exactly(tmp_path, capfd):
+    """A checkpoint written before checksums were recorded (no ``crc32`` in its marker) and damaged since:
+    the resume skips it with a warning naming it, loads the previous one and trains on exactly as a run
+    that was never interrupted."""
+    from tests.train.helpers import losses_by_step, read_jsonl, train
+
+    stage = ("--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=6", "--checkpoint.interval=2",
+             "--checkpoint.keep_latest_k=0")
+    rc, reference = train(tmp_path / "ref", *stage)
+    assert rc == 0
+    rc, run = train(tmp_path / "run", *stage[:2], "--curriculum.stages.vlm.steps=4", *stage[2:])
+    assert rc == 0
+    newest = run / "checkpoints" / "step-4"
+    marker = json.loads((newest / MARKER).read_text())
+    del marker["crc32"]
+    (newest / MARKER).write_text(json.dumps(marker))
+    _zero(newest / ".metadata")
+
+    capfd.readouterr()
+    rc, run = train(tmp_path / "run", *stage)
+    assert rc == 0
+    captured = capfd.readouterr()
+    log = captured.out + captured.err
+    assert "step-4 could not be loaded (UnpicklingError" in log and "falling back to an older one" in log
+    expected = losses_by_step(read_jsonl(reference))
+    assert {s: v for s, v in losses_by_step(read_jsonl(run)).items() if s > 2} == {s: v for s, v in expected.items() if s > 2}

@@ -165,12 +165,12 @@ class CheckpointManager:
         found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _STEP_DIR.match(p.name))]
         return sorted(found)
 
-    def find_resume(self, load_step: int = -1) -> CheckpointInfo | None:
-        """The checkpoint to resume from: ``load_step``'s, or the newest complete one (or None).
+    def find_resume(self, load_step: int = -1, skip: frozenset[int] = frozenset()) -> CheckpointInfo | None:
+        """The checkpoint to resume from: ``load_step``'s, or the newest complete one not in ``skip`` (or None).
 
         Rank 0 decides and broadcasts, so every rank loads the same one.
         """
-        choice = self._choose(load_step) if dist_utils.rank() == 0 else None
+        choice = self._choose(load_step, skip) if dist_utils.rank() == 0 else None
         choice = dist_utils.broadcast_object(choice)
         if isinstance(choice, Exception):
             raise choice
@@ -179,7 +179,7 @@ class CheckpointManager:
         step, path = choice
         return CheckpointInfo(step, Path(path), read_meta(Path(path)))
 
-    def _choose(self, load_step: int) -> tuple[int, str] | Exception | None:
+    def _choose(self, load_step: int, skip: frozenset[int]) -> tuple[int, str] | Exception | None:
         if load_step >= 0:
             path = self.folder / f"step-{load_step}"
             reason = check_complete(path)
@@ -191,6 +191,8 @@ class CheckpointManager:
                 )
             return load_step, str(path)
         for step, path in reversed(self.step_folders()):
+            if step in skip:
+                continue
             reason = check_complete(path)
             if reason is None:
                 return step, str(path)

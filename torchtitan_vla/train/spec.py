@@ -30,7 +30,8 @@ class TrainSpec:
 
     build_dataloader: Callable[[JobConfig, Any, int, int, str], Any]
     """(config, tokenizer, dp_rank, dp_world_size, split) -> a StatefulDataLoader of ``Batch`` objects with
-    a ``source_names`` attribute (``Batch.source_id`` indexes it)."""
+    ``source_names`` (``Batch.source_id`` indexes it) and ``skipped_per_source`` (examples each source has
+    skipped so far, restored with the loader's state)."""
 
     expert_layout: Callable[[nn.Module], ExpertLayout | None] | None = None
     """Model -> the Action Expert's tokens per robot sample, for the FLOP count (MFU). None: the expert's

@@ -114,18 +114,16 @@ class Trainer:
 
     def run(self) -> None:
         cfg = self.job_config
-        resume = self.checkpointer.find_resume(cfg.checkpoint.load_step) if cfg.checkpoint.enable else None
-        start = 0
-        if resume is not None:
-            start = resume_index(self.plans, resume.meta, str(resume.path))
-            self._check_world(resume)
-            logger.info(f"resuming from {resume.path} (stage '{resume.meta['stage']}', step {resume.step})")
-        else:
+        start, resume = self._resume() if cfg.checkpoint.enable else (0, None)
+        if resume is None:
             self._initial_load()
         gc.disable()  # collected every training.gc_freq steps instead, at the same point on every rank
         try:
             for i in range(start, len(self.plans)):
-                self._run_stage(self.plans[i], resume if i == start else None)
+                resumed = resume is not None and i == start
+                if not resumed:
+                    self.begin_stage(self.plans[i])
+                self._run_stage(self.plans[i], saved_at=resume.step if resumed else -1)
             self.checkpointer.wait()
             self._export()
             if self.rank == 0:
@@ -141,6 +139,42 @@ class Trainer:
             self.preemption.restore()
         finally:
             self.run_lock.release()
+
+    def _resume(self) -> tuple[int, CheckpointInfo | None]:
+        """The newest checkpoint that loads, with its stage's objects built and restored: (plan index, it).
+
+        Checksums reject damaged files before loading; a checkpoint that still fails to load (one written
+        before checksums were recorded, or by incompatible code) is skipped with a warning naming it and the
+        previous one is tried, unless ``checkpoint.load_step`` asked for exactly that one.
+        """
+        load_step = self.job_config.checkpoint.load_step
+        failed: set[int] = set()
+        while (resume := self.checkpointer.find_resume(load_step, frozenset(failed))) is not None:
+            start = resume_index(self.plans, resume.meta, str(resume.path))
+            self._check_world(resume)
+            self.begin_stage(self.plans[start])
+            error = self._try_restore(resume)
+            if error is None:
+                logger.info(f"resumed from {resume.path} (stage '{resume.meta['stage']}', step {resume.step})")
+                return start, resume
+            if load_step >= 0:
+                raise ConfigError(f"checkpoint.load_step={load_step}: {resume.path} could not be loaded: {error}")
+            logger.warning(f"checkpoint {resume.path} could not be loaded ({error}); falling back to an older one")
+            failed.add(resume.step)
+        if failed:  # a failed load may have filled part of the model: start again from the initialisation
+            torch.manual_seed(self.job_config.job.seed)
+            self.model.init_weights(buffer_device=self.device)
+        return 0, None
+
+    def _try_restore(self, resume: CheckpointInfo) -> str | None:
+        """Restore ``resume`` into the tracked objects; the error on any rank, or None when every rank loaded."""
+        error = None
+        try:
+            self._restore(resume)
+        except Exception as err:  # noqa: BLE001 - any reader error means "this checkpoint is unusable"
+            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        errors = dist_utils.all_gather_object(error)
+        return next((e for e in errors if e is not None), None)
 
     def _check_world(self, resume: CheckpointInfo) -> None:
         saved = resume.meta.get("dp_world_size")
@@ -171,10 +205,8 @@ class Trainer:
             load_into(Path(ck.initial_load_path), {"model": ModelState(self.model)})
             logger.info(f"model initialised from {ck.initial_load_path} (dcp, model only)")
 
-    def _run_stage(self, plan: StagePlan, resume: CheckpointInfo | None) -> None:
-        self.begin_stage(plan)
-        if resume is not None:
-            self._restore(resume)
+    def _run_stage(self, plan: StagePlan, saved_at: int) -> None:
+        """The stage's remaining steps (its objects are built; restored when resuming at ``saved_at``)."""
         cfg, state = self.stage_config, self.train_state
         steps = plan.stage.steps
         if state.stage_step < steps:
@@ -182,7 +214,6 @@ class Trainer:
                 f"stage {plan.stage.index + 1} '{plan.stage.name}': steps {plan.offset + state.stage_step + 1}-"
                 f"{plan.end}, trainable {cfg.training.trainable}, mixture {cfg.data.mixture or 'all sources'}"
             )
-        saved_at = resume.step if resume is not None else -1
         job = self.job_config
         while state.stage_step < steps:
             state.stage_step += 1
@@ -295,8 +326,8 @@ class Trainer:
 
     def _log(self, step: int, losses: StepLosses, grad_norm: torch.Tensor, lrs: dict[str, float]) -> None:
         # Examples each source skipped in this stage so far (the loader's counts survive a resume), all ranks.
-        skips = getattr(self.dataloader, "skipped_per_source", {})
-        skipped = losses.sums.new_tensor([skips.get(n, 0) for n in self.dataloader.source_names])
+        skips = self.dataloader.skipped_per_source
+        skipped = losses.sums.new_tensor([skips[n] for n in self.dataloader.source_names])
         reduced = dist_utils.all_reduce_sum(torch.cat([skipped, losses.sums, losses.by_source.flatten()]), self.dp_mesh)
         skipped, reduced = reduced[: len(skipped)], reduced[len(skipped):]
         terms = losses.term_losses(reduced[: len(LOSS_TERMS)])
