@@ -32,7 +32,12 @@ def encode_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264"
     with av.open(path, mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "g": str(gop)} if codec == "libx264" else {"g": str(gop)}
+        if codec == "libx264":
+            stream.options = {"crf": str(crf), "g": str(gop)}
+        elif codec == "libx265":  # HEVC with B-frames, as LeRobot's `vcodec="hevc"` writes it
+            stream.options = {"crf": str(crf), "x265-params": f"keyint={gop}:bframes=4:log-level=error"}
+        else:
+            stream.options = {"g": str(gop)}
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = i
