@@ -274,3 +274,16 @@ def test_v30_without_stats_json_names_it(tmp_path, roots):
     os.remove(os.path.join(root, "meta", "stats.json"))
     with pytest.raises(FileNotFoundError, match=r"meta/stats\.json"):
         LeRobotReader(root).stats()
+
+
+def test_config_accepts_image_feature_cameras(tmp_path):
+    from torchtitan_vla.config.validate import load_stages
+
+    eps = [{"frames": {"image": _frames(6, 16, 16, 0), "depth": _frames(6, 16, 16, 1)[..., 0]},
+            "state": np.ones((6, 2), np.float32), "action": np.ones((6, 2), np.float32), "task": "t"}]
+    root = write_lerobot_dataset(str(tmp_path / "img"), eps, fps=10, version="v2.0", image_keys=["image"])
+    config = tmp_path / "job.toml"
+    config.write_text(f'[[data.sources]]\nname = "robot"\nkind = "lerobot"\npath = "{root}"\n'
+                      'camera_keys = ["image"]\nwrist_camera_keys = ["image"]\n')
+    _, stages = load_stages(str(config))
+    assert stages[0].config.data.sources[0].camera_keys == ["image"]
