@@ -287,3 +287,25 @@ def test_config_accepts_image_feature_cameras(tmp_path):
                       'camera_keys = ["image"]\nwrist_camera_keys = ["image"]\n')
     _, stages = load_stages(str(config))
     assert stages[0].config.data.sources[0].camera_keys == ["image"]
+
+
+def test_serving_reads_image_feature_cameras_and_pads_like_training(tmp_path, tokenizer):
+    """An export from an image-feature dataset: the policy's camera is that feature, and a served 96x128
+    frame becomes exactly the pixels training built from the same frame (one resize function)."""
+    from torchtitan_vla.serve.policy import Policy
+    from torchtitan_vla.tools.debug_policy import export_debug_policy
+
+    eps = [{"frames": {"image": _frames(6, 96, 128, e), "depth": _frames(6, 96, 128, 3)[..., 0]},
+            "state": np.random.default_rng(e).normal(size=(6, 3)).astype(np.float32),
+            "action": np.random.default_rng(e).normal(size=(6, 2)).astype(np.float32), "task": "t"} for e in range(2)]
+    root = write_lerobot_dataset(str(tmp_path / "ds"), eps, fps=10, version="v2.0", image_keys=["image"])
+    reader = LeRobotReader(root)
+    assert reader.camera_keys == ["image"]
+    export = export_debug_policy(tmp_path, ["image"], state_dim=3, action_dim=2, dataset=root)
+    policy = Policy.from_export(export)
+    assert policy.camera_keys == ["image"] and policy.cfg.data.image_resize == "pad"
+    frame = reader.frames(reader.episodes[0], 2)["image"]
+    batch = policy.make_batch({"observation/image": frame, "observation/state": np.zeros(3, np.float32), "prompt": "t"})
+    trained = _builder(reader, tokenizer, image_size=policy.cfg.data.image_size, normalization="none").build(
+        0, 2, 0, np.random.default_rng(0))
+    torch.testing.assert_close(batch.pixel_values, trained.pixel_values[0], atol=0, rtol=0)
