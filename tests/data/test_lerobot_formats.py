@@ -309,3 +309,16 @@ def test_serving_reads_image_feature_cameras_and_pads_like_training(tmp_path, to
     trained = _builder(reader, tokenizer, image_size=policy.cfg.data.image_size, normalization="none").build(
         0, 2, 0, np.random.default_rng(0))
     torch.testing.assert_close(batch.pixel_values, trained.pixel_values[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libsvtav1"])
+def test_random_access_is_frame_accurate_for_h264_and_av1(tmp_path, codec):
+    eps = [{"frames": {RGB: _frames(30, 64, 96, e)}, "state": np.zeros((30, 2), np.float32),
+            "action": np.zeros((30, 2), np.float32), "task": "t"} for e in range(2)]
+    root = write_lerobot_dataset(str(tmp_path / codec), eps, fps=10, version="v3.0", video_codec=codec, gop=10)
+    reader = LeRobotReader(root)
+    with av.open(reader.episodes[0].videos[RGB][0]) as container:
+        sequential = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    for index in np.random.default_rng(1).permutation(60):
+        ep = reader.episodes[int(index >= 30)]
+        np.testing.assert_array_equal(reader.frames(ep, int(index - ep.start))[RGB], sequential[index])
