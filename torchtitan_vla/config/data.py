@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from .constraints import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 
 SourceKind = Literal["cc12m", "obelics", "lerobot"]
+ImageResize = Literal["pad", "stretch"]
 Normalization = Literal["mean_std", "quantile", "none"]
 
 
@@ -18,8 +19,12 @@ class DataSource:
     """Format: ``cc12m`` (WebDataset tar shards), ``obelics`` (parquet, interleaved) or ``lerobot``. Required."""
 
     path: str
-    """Local path: a folder (or glob of shards) for web data, the dataset root for LeRobot; it must exist.
-    For web data an ``hf://<repo>`` path streams through ``datasets`` instead. Required."""
+    """Local path: a folder (or glob of shards) for web data, the dataset root for LeRobot; or a hub
+    dataset repo id (``lerobot/libero``), downloaded once per node into the Hugging Face cache (offline:
+    it must be cached). For web data an ``hf://<repo>`` path streams through ``datasets`` instead. Required."""
+
+    revision: str = ""
+    """Hub revision (branch, tag or commit) when ``path`` is a repo id. Empty: the default branch."""
 
     split: str = "train"
     """Split to read (web data through ``datasets``); LeRobot uses ``episodes``."""
@@ -80,6 +85,16 @@ class Data:
     image_size: Annotated[int, Range(min=32, multiple_of=32)] = 224
     """Robot camera frames are resized to image_size x image_size (a multiple of 32) before patchify."""
 
+    image_resize: ImageResize = "pad"
+    """Robot cameras to ``image_size``: ``pad`` keeps the aspect ratio (fit, then zero padding centred:
+    openpi's and LeRobot pi0's convention) or ``stretch`` (each side scaled independently). Training and
+    serving use the same function."""
+
+    timestamp_tolerance_s: Annotated[float, Range(min=0.0, max=1.0)] = 1e-4
+    """LeRobot: largest accepted gap (seconds) between a frame's timestamp and its expected time (i/fps)
+    or the nearest video frame; beyond it loading stops with an error naming the file, episode and
+    timestamp. The default is LeRobot's own ``tolerance_s``."""
+
     image_min_pixels: PositiveInt = 256 * 32 * 32
     """Web images: smart_resize lower bound on pixels (multiple of 32 x 32)."""
 
@@ -96,4 +111,5 @@ class Data:
     """Batches prefetched per worker."""
 
     strict: bool = False
-    """Stop on a corrupt video, image or row instead of skipping (and counting) the sample."""
+    """Stop on a corrupt video, image or row, or a non-finite state/action value, instead of skipping
+    (and counting) the sample."""

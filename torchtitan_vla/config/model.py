@@ -23,10 +23,15 @@ class Model:
     ``hf_assets_path`` holds a ``config.json``: the architecture then comes from that file."""
 
     hf_assets_path: str = ""
-    """Local folder of a Hugging Face Qwen3-VL checkpoint (config.json, *.safetensors, tokenizer.json).
+    """Local folder of a Hugging Face Qwen3-VL checkpoint (config.json, *.safetensors, tokenizer.json), or
+    its hub repo id (``Qwen/Qwen3-VL-2B-Instruct``), downloaded once per node into the Hugging Face cache
+    (offline: it must be cached; ``huggingface-cli download <repo id>`` pre-downloads it).
     Its ``config.json``, when present, defines the architecture (``flavor`` is then ignored) and its
     ``tokenizer.json`` is the tokenizer unless ``tokenizer_path`` is set. Empty: the flavor's
     architecture."""
+
+    hf_revision: str = ""
+    """Hub revision (branch, tag or commit) when ``hf_assets_path`` is a repo id. Empty: the default branch."""
 
     load_hf_weights: bool = False
     """Initialise the VLM from the safetensors in ``hf_assets_path`` (model weights only) when the run

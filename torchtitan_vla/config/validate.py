@@ -15,6 +15,8 @@ import math
 import os
 import typing
 
+from ..data.hub import resolve_hub_paths
+from ..data.lerobot_images import VISUAL_DTYPES, default_camera_keys
 from .coercion import closest
 from .constraints import Component
 from .data import DataSource
@@ -39,6 +41,9 @@ def load_stages(
     """Load, resolve every stage and cross-check them: what a job runs with, or a ConfigError."""
     loaded = load_config(config_path, overrides)
     stages = resolve_stages(loaded)
+    for stage in stages:  # repo ids become local snapshot folders before any path is checked
+        for key, problem in resolve_hub_paths(stage.config):
+            raise ConfigError(f"{loaded.source}: stage '{stage.name}': '{key}' = {problem}")
     validate_stages(stages, loaded.source)
     return loaded, stages
 
@@ -174,14 +179,14 @@ class _StageCheck:
                 continue
             info = self.info(i, src)
             features = info.get("features", {})
-            videos = [k for k, f in features.items() if f.get("dtype") == "video"]
+            visual = [k for k, f in features.items() if f.get("dtype") in VISUAL_DTYPES]
             prefix = f"data.sources[{i}]"
             for key, name in (("state_key", src.state_key), ("action_key", src.action_key)):
                 self.name_in(f"{prefix}.{key}", name, list(features), f"the feature of {src.path}")
             for key in ("camera_keys", "wrist_camera_keys"):
                 for name in getattr(src, key):
-                    self.name_in(f"{prefix}.{key}", name, videos, f"the video feature of {src.path}")
-            cameras = src.camera_keys or videos
+                    self.name_in(f"{prefix}.{key}", name, visual, f"the video feature (or image feature) of {src.path}")
+            cameras = src.camera_keys or default_camera_keys(features)
             for name in src.wrist_camera_keys:
                 self.name_in(f"{prefix}.wrist_camera_keys", name, cameras, "the camera")
             for key, name, limit, limit_key in (

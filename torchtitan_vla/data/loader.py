@@ -52,7 +52,8 @@ class VLADataLoader(StatefulDataLoader):
 
 
 def _robot_builder(src: DataSource, cfg, prompts: PromptBuilder) -> RobotSampleBuilder:
-    reader = LeRobotReader(src.path, src.state_key, src.action_key, src.camera_keys, src.episodes)
+    reader = LeRobotReader(src.path, src.state_key, src.action_key, src.camera_keys, src.episodes,
+                           tolerance_s=cfg.data.timestamp_tolerance_s)
     expert = cfg.action_expert
     return RobotSampleBuilder(
         reader, prompts, action_horizon=expert.action_horizon, max_action_dim=expert.max_action_dim,

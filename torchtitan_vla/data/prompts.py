@@ -32,6 +32,7 @@ class PromptBuilder:
         self.vision_start_id = tokenizer.vision_start_id
         self.min_pixels, self.max_pixels = data_cfg.image_min_pixels, data_cfg.image_max_pixels
         self.caption_prompt = data_cfg.caption_prompt
+        self.resize_mode = data_cfg.image_resize
         self._vision_ids = {tokenizer.vision_start_id, tokenizer.vision_end_id, tokenizer.image_pad_id}
 
     def robot(self, images: Sequence[np.ndarray], size: tuple[int, int], instruction: str,
@@ -40,7 +41,7 @@ class PromptBuilder:
 
         No text target: the action expert reads this prefix; every label is -100.
         """
-        pixel_values, grid = preprocess_images(list(images), resize_to=size)
+        pixel_values, grid = preprocess_images(list(images), resize_to=size, resize_mode=self.resize_mode)
         text = clean_instruction(instruction)
         if state_bins is not None:
             text = f"Task: {text}, State: {' '.join(str(int(b)) for b in state_bins)};"

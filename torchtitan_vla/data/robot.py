@@ -16,6 +16,10 @@ from .sample import Sample
 from .video import CorruptMediaError
 
 
+class BadValueError(ValueError):
+    """A non-finite state or action value; the sample is skipped and counted (or the run stops in strict mode)."""
+
+
 def robot_sample(prompts: PromptBuilder, images: list[np.ndarray], image_size: int, instruction: str,
                  state: np.ndarray, actions: np.ndarray, action_is_pad: np.ndarray, action_dim_mask: np.ndarray,
                  *, max_state_dim: int, max_action_dim: int, state_mode: str, state_bins: int,
@@ -52,6 +56,10 @@ class RobotSampleBuilder:
                                  (self.action_dim, max_action_dim, "max_action_dim")):
             if dim > limit:
                 raise ValueError(f"{reader.root}: {dim}-dim {what[4:-4]} exceeds action_expert.{what}={limit}")
+        if not reader.camera_keys:
+            visual = [k for k, f in reader.features.items() if f.get("dtype") in ("video", "image")]
+            raise ValueError(f"{reader.root}: no camera to read: the image/video features are {visual} "
+                             "(depth maps are used only when named in camera_keys)")
         self.image_size = image_size
         self.augment = augment
         self.wrist = set(wrist_camera_keys or [])
@@ -73,18 +81,21 @@ class RobotSampleBuilder:
     def build(self, episode_pos: int, frame: int, source_id: int, rng: np.random.Generator) -> Sample:
         ep = self.reader.episodes[episode_pos]
         state, actions, is_pad = self.chunk(episode_pos, frame)
+        if not (np.isfinite(state).all() and np.isfinite(actions).all()):
+            what = self.reader.state_key if not np.isfinite(state).all() else self.reader.action_key
+            raise BadValueError(f"{self.reader.where(ep, frame)}: non-finite '{what}' value in this sample "
+                                f"(state, or the {self.horizon}-step action chunk)")
         state_n = self.state_norm(state)
         actions_n = self.action_norm(actions)
-        size = (self.image_size, self.image_size)
-        # Without augmentation the decoder scales straight to the model's size (cheapest); augmentation
-        # crops the native frame first, then resizes.
-        frames = self.reader.frames(ep, frame, size=None if self.augment else size)
+        # Native frames: augmentation crops them first; the prompt builder then resizes every camera to
+        # the model's size with the same function serving uses (data.image_resize).
+        frames = self.reader.frames(ep, frame)
         images = [frames[cam] for cam in self.reader.camera_keys]
         if self.augment:
             images = [augment_image(im, rng, wrist=cam in self.wrist) for cam, im in zip(self.reader.camera_keys, images)]
         return robot_sample(
-            self.prompts, images, self.image_size, self.instruction or ep.task, state_n, actions_n, is_pad,
-            self.dim_mask, max_state_dim=self.max_state_dim, max_action_dim=self.max_action_dim,
+            self.prompts, images, self.image_size, self.instruction or self.reader.task(ep, frame), state_n,
+            actions_n, is_pad, self.dim_mask, max_state_dim=self.max_state_dim, max_action_dim=self.max_action_dim,
             state_mode=self.state_mode, state_bins=self.state_bins, source_id=source_id,
             what=f" of {self.reader.root}",
         )
@@ -128,7 +139,7 @@ class RobotStream(SourceStream):
             frame = index - int(self.episode_starts[episode_pos])
             try:
                 return self.builder.build(episode_pos, frame, self.source_id, rng)
-            except CorruptMediaError as err:
+            except (CorruptMediaError, BadValueError) as err:
                 if self.strict:
                     raise
                 self.skipped += 1

@@ -17,6 +17,11 @@ class CorruptMediaError(RuntimeError):
     """A video or image that cannot be decoded; the sample is skipped (or the run stops in strict mode)."""
 
 
+class FrameTimestampError(ValueError):
+    """No frame within the timestamp tolerance of a requested time: the dataset's timestamps and its
+    videos disagree (never skipped: it would silently train on the wrong frames)."""
+
+
 def encode_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264", crf: int = 12, gop: int = 2) -> None:
     """Write uint8 frames (T, H, W, 3) as an mp4 with frame i at time i / fps (yuv420p, H and W even)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -27,7 +32,12 @@ def encode_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264"
     with av.open(path, mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "g": str(gop)} if codec == "libx264" else {"g": str(gop)}
+        if codec == "libx264":
+            stream.options = {"crf": str(crf), "g": str(gop)}
+        elif codec == "libx265":  # HEVC with B-frames, as LeRobot's `vcodec="hevc"` writes it
+            stream.options = {"crf": str(crf), "x265-params": f"keyint={gop}:bframes=4:log-level=error"}
+        else:
+            stream.options = {"g": str(gop)}
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = i
@@ -66,7 +76,7 @@ class _OpenVideo:
 class VideoDecoder:
     """Per-process cache of open videos; ``frames_at`` returns the frames nearest to the timestamps."""
 
-    def __init__(self, max_open: int = 32, tolerance_s: float = 1e-3, forward_window_s: float = 0.25):
+    def __init__(self, max_open: int = 32, tolerance_s: float = 1e-4, forward_window_s: float = 0.25):
         self.max_open = max_open
         """Open containers kept (least recently used ones are closed)."""
         self.tolerance_s = tolerance_s
@@ -97,20 +107,22 @@ class VideoDecoder:
         """uint8 (H, W, 3) frames at ``timestamps`` (seconds); ``size=(h, w)`` resizes in the decoder."""
         try:
             return [self._frame_at(path, t, size) for t in timestamps]
+        except (CorruptMediaError, FrameTimestampError):
+            self._drop(path)
+            raise
         except (av.error.FFmpegError, StopIteration, ValueError) as err:
             self._drop(path)
             raise CorruptMediaError(f"cannot decode {path} at t={timestamps}: {err}") from err
-        except CorruptMediaError:
-            self._drop(path)
-            raise
 
     def _frame_at(self, path: str, t: float, size: tuple[int, int] | None) -> np.ndarray:
         video = self._get(path)
         tol = self.tolerance_s
         if video.last_frame is not None and abs(video.last_time - t) <= tol:
             return self._to_array(video.last_frame, size)
+        seek_to = None
         if not (video.last_time < t <= video.last_time + self.forward_window_s):
-            video._restart_at(t)
+            seek_to = t
+            video._restart_at(seek_to)
         while True:
             try:
                 frame = next(video.frames)
@@ -118,15 +130,24 @@ class VideoDecoder:
                 raise CorruptMediaError(
                     f"{path}: no frame at t={t:.4f}s (video ends at {video.last_time:.4f}s)") from None
             frame_time = frame.pts * video.time_base
+            if seek_to is not None and video.last_frame is None and frame_time > t + tol and seek_to > 0:
+                # The seek overshot: with B-frames (or HEVC's open GOPs) the demuxer's keyframe for a
+                # time can lie after it. Step back further until the first frame is not past t.
+                seek_to = max(0.0, t - 2 * max(t - seek_to, 0.5))
+                video._restart_at(seek_to)
+                continue
             video.last_time, video.last_frame = frame_time, frame
             if frame_time >= t - tol:
                 break
         if abs(frame_time - t) > tol:
-            raise CorruptMediaError(f"{path}: nearest frame to t={t:.4f}s is at {frame_time:.4f}s")
+            raise FrameTimestampError(f"{path}: nearest frame to t={t:.4f}s is at {frame_time:.4f}s, farther than "
+                                      f"the timestamp tolerance {tol:g}s (data.timestamp_tolerance_s)")
         return self._to_array(frame, size)
 
     @staticmethod
     def _to_array(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+        if frame.format.name.startswith("gray"):  # a depth camera, asked for explicitly: three equal channels
+            return np.repeat(frame.to_ndarray(format="gray")[..., None], 3, axis=-1)
         if size is None:
             return frame.to_ndarray(format="rgb24")
         return frame.to_ndarray(format="rgb24", height=size[0], width=size[1], interpolation="BILINEAR")

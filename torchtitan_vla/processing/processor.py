@@ -173,6 +173,31 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), resample=Image.Resampling.BICUBIC))
 
 
+def resize_with_pad(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """openpi's robot-camera convention: scale to fit inside ``size`` keeping the aspect ratio, then pad
+    with zeros (black) centred; the rounding of fit and offsets follows openpi's ``resize_with_pad``."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    ratio = max(image.shape[1] / width, image.shape[0] / height)
+    fit_h, fit_w = int(image.shape[0] / ratio), int(image.shape[1] / ratio)
+    resized = _resize(image, (fit_h, fit_w))
+    top, left = (height - fit_h) // 2, (width - fit_w) // 2
+    out = np.zeros((height, width, image.shape[2]), np.uint8)
+    out[top:top + fit_h, left:left + fit_w] = resized
+    return out
+
+
+def resize_robot_image(image: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """A robot camera frame at the model's fixed size: ``pad`` (aspect kept) or ``stretch``. Training
+    and serving both resize here (through ``preprocess_images(..., resize_mode=)``)."""
+    if mode == "pad":
+        return resize_with_pad(image, size)
+    if mode == "stretch":
+        return _resize(image, size)
+    raise ValueError(f"resize mode must be 'pad' or 'stretch', got {mode!r}")
+
+
 def _check_resize_to(resize_to: tuple[int, int]) -> tuple[int, int]:
     if len(resize_to) != 2 or any(int(s) != s or s <= 0 or s % FACTOR for s in resize_to):
         raise ValueError(f"resize_to must be (height, width), positive multiples of {FACTOR}; got {resize_to}")
@@ -203,11 +228,13 @@ def preprocess_images(
     min_pixels: int = IMAGE_MIN_PIXELS,
     max_pixels: int = IMAGE_MAX_PIXELS,
     resize_to: tuple[int, int] | None = None,
+    resize_mode: str = "stretch",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Several images -> (pixel_values (sum N_i, 1536) float32, image_grid_thw (n_images, 3) long).
 
     ``images`` is a list of PIL images / uint8 HWC arrays, or one (n, H, W, 3) uint8 array (e.g. a robot's
-    camera frames). Images that end up the same size are patchified in one vectorised pass.
+    camera frames). Images that end up the same size are patchified in one vectorised pass. With
+    ``resize_to``, ``resize_mode`` (``pad`` or ``stretch``, ``resize_robot_image``) says how they get there.
     """
     if len(images) == 0:
         raise ValueError("preprocess_images got no images")
@@ -216,8 +243,10 @@ def preprocess_images(
     resized = []
     for image in images:
         rgb = _to_rgb_array(image)
-        size = resize_to or smart_resize(rgb.shape[0], rgb.shape[1], FACTOR, min_pixels, max_pixels)
-        resized.append(_resize(rgb, size))
+        if resize_to is not None:
+            resized.append(resize_robot_image(rgb, resize_to, resize_mode))
+        else:
+            resized.append(_resize(rgb, smart_resize(rgb.shape[0], rgb.shape[1], FACTOR, min_pixels, max_pixels)))
     grid = torch.stack([_grid(1, r.shape[0], r.shape[1]) for r in resized])
     if len({r.shape for r in resized}) == 1:
         batch = np.stack(resized)
