@@ -8,6 +8,7 @@ import numpy as np
 
 from ..utils.logging import logger
 from .augment import augment_image
+from .errors import DataError
 from .lerobot import LeRobotReader
 from .mixture import SourceStream
 from .normalize import Normalizer, discretize_state, load_stats_file, pad_last
@@ -16,7 +17,7 @@ from .sample import Sample
 from .video import CorruptMediaError
 
 
-class BadValueError(ValueError):
+class BadValueError(DataError, ValueError):
     """A non-finite state or action value; the sample is skipped and counted (or the run stops in strict mode)."""
 
 

@@ -12,12 +12,14 @@ from collections import OrderedDict
 import av
 import numpy as np
 
+from .errors import DataError
 
-class CorruptMediaError(RuntimeError):
+
+class CorruptMediaError(DataError):
     """A video or image that cannot be decoded; the sample is skipped (or the run stops in strict mode)."""
 
 
-class FrameTimestampError(ValueError):
+class FrameTimestampError(DataError, ValueError):
     """No frame within the timestamp tolerance of a requested time: the dataset's timestamps and its
     videos disagree (never skipped: it would silently train on the wrong frames)."""
 

@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..utils.logging import logger
 from .document import Document, Packer, pack
+from .errors import DataError
 from .mixture import SourceStream
 from .prompts import PromptBuilder
 from .sample import Sample
@@ -33,11 +34,11 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 TEXT_EXTENSIONS = ("txt", "caption")
 
 
-class UnavailableImage(RuntimeError):
+class UnavailableImage(DataError):
     """An image that cannot be had: corrupt bytes, a missing file, or a URL without a fetch function."""
 
 
-class CorruptShardError(RuntimeError):
+class CorruptShardError(DataError):
     """A tar shard or parquet file that cannot be read whole (truncated, bad header, bad footer)."""
 
 

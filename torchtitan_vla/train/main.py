@@ -2,7 +2,8 @@
 
 Exit codes: 0 done or preempted (state saved, requeue the job), 1 stopped by the non-finite guard,
 2 a configuration or path problem, or the run folder is in use by another job (one ``error:`` line on
-stderr), 3 no space left on a device (one ``error:`` line naming the folder; a checkpoint being saved is
+stderr), 4 bad training data under ``data.strict`` (one ``error:`` line naming the file, episode, frame or
+row, also when a data-loader worker raised it), 3 no space left on a device (one ``error:`` line naming the folder; a checkpoint being saved is
 removed, the previous ones are intact), 130 a second Ctrl-C (abort without saving).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from torchtitan_vla.config import ConfigError, LoadedConfig, ResolvedStage
+from torchtitan_vla.data.errors import DataError, one_line
 from torchtitan_vla.utils import distributed as dist_utils
 from torchtitan_vla.utils.logging import init_logging, logger
 
@@ -20,6 +22,7 @@ from .spec import TrainSpec, default_spec
 from .trainer import NonFiniteLossError, Preempted, Trainer
 
 EXIT_DISK_FULL = 3
+EXIT_BAD_DATA = 4
 EXIT_ABORTED = 130
 
 
@@ -38,6 +41,9 @@ def run(loaded: LoadedConfig, stages: list[ResolvedStage], spec: TrainSpec | Non
     except (ConfigError, FileNotFoundError, RunFolderLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DataError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return EXIT_BAD_DATA
     except KeyboardInterrupt:
         print("error: aborted by a second Ctrl-C; nothing saved since the last checkpoint", file=sys.stderr)
         return EXIT_ABORTED
