@@ -37,6 +37,7 @@ from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safet
 from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import ObservationKeyMap
+from .rtc_keys import rtc_inputs
 
 EXPORT_FILES = (INDEX_NAME, "config.json", "tokenizer.json")
 _EXPORT_EXTRA_KEYS = ("camera_keys", "state_dim", "action_dim", "norm_stats")
@@ -171,11 +172,12 @@ class Policy:
         # The chunk is what sampling produces: the batch carries no actions (the contract's inference form).
         return dataclasses.replace(self.collate([sample]), actions=None, action_is_pad=None).to(self.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: real-time chunking's guidance records one backward per step
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         batch = self.make_batch(obs)
-        chunk = self.model.sample_actions(batch, num_steps=self.num_steps)
+        rtc = rtc_inputs(obs, self.cfg, self.action_norm, self.action_dim, self.device)  # optional keys
+        chunk = self.model.sample_actions(batch, num_steps=self.num_steps, rtc=rtc)
         actions = chunk[0, :, : self.action_dim].float().cpu().numpy()
         return {
             "actions": self.action_norm.inverse(actions),

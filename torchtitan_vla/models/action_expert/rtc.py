@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-PrefixSchedule = Literal["exp", "linear", "ones", "zeros"]
+from ...config.model import RTCSchedule as PrefixSchedule
+from ...config.training import DelayDistribution
 
 
 def prefix_weights(delay: torch.Tensor, end: torch.Tensor, horizon: int, schedule: PrefixSchedule = "exp") -> torch.Tensor:
@@ -125,8 +125,6 @@ def guided_velocity(velocity_fn: VelocityFn, x_t: torch.Tensor, t: torch.Tensor,
     weight = guidance_weight(float(t[0]), max_weight)
     return velocity.detach() - weight * correction.float()
 
-
-DelayDistribution = Literal["uniform", "exponential"]
 
 
 def sample_delays(batch_size: int, min_delay: int, max_delay: int, distribution: DelayDistribution,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..action_expert.rtc import DelayDistribution
+from ...config.training import DelayDistribution
 
 
 @dataclass(frozen=True)
