@@ -13,14 +13,16 @@ A request without ``prev_actions`` is answered exactly as before (openpi clients
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from torchtitan_vla.config import JobConfig
-from torchtitan_vla.data.normalize import Normalizer
-from torchtitan_vla.models.action_expert.rtc import RTCInputs
+if TYPE_CHECKING:  # the evaluators read the key names without importing torch
+    import torch
+
+    from torchtitan_vla.config import JobConfig
+    from torchtitan_vla.data.normalize import Normalizer
+    from torchtitan_vla.models.action_expert.rtc import RTCInputs
 
 PREV_ACTIONS_KEY = "prev_actions"
 DELAY_KEY = "inference_delay"
@@ -35,6 +37,10 @@ def rtc_inputs(obs: dict[str, Any], cfg: JobConfig, action_norm: Normalizer, act
     """
     if obs.get(PREV_ACTIONS_KEY) is None:
         return None
+    import torch
+
+    from torchtitan_vla.models.action_expert.rtc import RTCInputs
+
     horizon = cfg.action_expert.action_horizon
     prev = np.asarray(obs[PREV_ACTIONS_KEY], dtype=np.float32)
     if prev.ndim != 2 or prev.shape[0] > horizon or prev.shape[1] != action_dim:
