@@ -140,3 +140,18 @@ def test_training_time_rtc_draws_delays_in_range():
         assert counts[0] == 0 and (counts[1:] > 0).all()
         if distribution == "exponential":
             assert counts[1] > counts[2] > counts[3] > counts[4]
+
+
+def test_the_stage_option_reaches_the_forward_options_and_is_checked():
+    from torchtitan_vla.config import load_stages
+    from torchtitan_vla.config.errors import ConfigError
+    from torchtitan_vla.train.trainer import forward_options
+
+    horizon = ("action_expert.action_horizon", "8")
+    _, stages = load_stages(None, [("training.rtc_max_delay", "4"), ("training.rtc_delay_distribution", "exponential"),
+                                   horizon])
+    assert forward_options(stages[0].config).rtc_prefix == RTCPrefix(0, 4, "exponential")
+    _, stages = load_stages(None, [horizon])
+    assert forward_options(stages[0].config).rtc_prefix is None  # off by default
+    with pytest.raises(ConfigError, match="'training.rtc_max_delay' 8 must lie in"):
+        load_stages(None, [("training.rtc_max_delay", "8"), horizon])
