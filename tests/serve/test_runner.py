@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.serve.test_server import ACTION_DIM, CAMERAS, STATE_DIM, _observation
 from torchtitan_vla.serve.policy import Policy
 from torchtitan_vla.serve.runner import ChunkRunner
 from torchtitan_vla.serve.server import PolicyServer
@@ -14,8 +15,7 @@ from torchtitan_vla.tools.debug_policy import export_debug_policy
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
 
-CAMERAS = ["observation.images.front", "observation.images.wrist"]
-STATE_DIM, ACTION_DIM, HORIZON = 6, 5, 8
+HORIZON = 8
 
 
 class GatedPolicy:
@@ -87,16 +87,6 @@ def export_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def policy(export_dir):
     return Policy.from_export(export_dir)
-
-
-def _observation(seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "observation/image": rng.integers(0, 256, (80, 96, 3), dtype=np.uint8),
-        "observation/wrist_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
-        "observation/state": rng.normal(size=STATE_DIM).astype(np.float32),
-        "prompt": "pick up the red cube",
-    }
 
 
 def test_policy_freezes_the_delay_rows_to_the_previous_chunk(policy):
