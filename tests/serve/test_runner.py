@@ -80,13 +80,10 @@ def test_runner_holds_the_last_action_when_the_chunk_runs_out():
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return export_debug_policy(tmp_path_factory.mktemp("export"), CAMERAS, STATE_DIM, ACTION_DIM, horizon=HORIZON)
-
-
-@pytest.fixture(scope="module")
-def policy(export_dir):
-    return Policy.from_export(export_dir)
+def policy(tmp_path_factory):
+    """test_server's tiny policy with a horizon of 8, long enough for a frozen prefix and an overlap."""
+    return Policy.from_export(export_debug_policy(tmp_path_factory.mktemp("export"), CAMERAS, STATE_DIM, ACTION_DIM,
+                                                  horizon=HORIZON))
 
 
 def test_policy_freezes_the_delay_rows_to_the_previous_chunk(policy):
