@@ -1,4 +1,5 @@
-"""Latency of ``VLA.sample_actions``: with and without the prefix KV cache, eager or compiled.
+"""Latency of ``VLA.sample_actions``: with and without the prefix KV cache, eager or compiled, and with
+real-time chunking.
 
     python scripts/bench_infer.py                                   # debug flavor on CPU
     python scripts/bench_infer.py --flavor 2B --device cuda --dtype bfloat16 --cameras 1 3 \
@@ -11,7 +12,10 @@ Randomly initialised weights (latency does not depend on their values). One obse
 * ``cached``: the VLM prefix runs once into a KV cache, each Euler step runs only the expert tokens;
 * ``uncached``: every layer over prefix and suffix at every step (the reference);
 * ``compiled``: ``cached`` with the per-step expert pass under ``torch.compile``;
-* ``cudagraphs``: ``compiled`` in mode ``reduce-overhead`` (CUDA graphs replay the per-step pass).
+* ``cudagraphs``: ``compiled`` in mode ``reduce-overhead`` (CUDA graphs replay the per-step pass);
+* ``rtc_guided``: ``cached`` with inference-time real-time chunking against a previous chunk with delay
+  ``--rtc-delay`` (one vector-Jacobian product per Euler step);
+* ``rtc_prefix``: ``cached`` with training-time RTC's prefix conditioning (no guidance).
 
 Writes p50/p90 per (cameras, mode) as JSON, rewritten after every measurement so a run stopped by a
 time cap keeps what it finished.
@@ -30,11 +34,12 @@ import torch
 
 from torchtitan_vla.config.model import ActionExpert, Model
 from torchtitan_vla.data.batch import Batch
+from torchtitan_vla.models.action_expert.rtc import RTCInputs
 from torchtitan_vla.models.qwen3_vl.rope_index import get_rope_index
 from torchtitan_vla.models.vla import VLA
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-MODES = ("cached", "uncached", "compiled", "cudagraphs")
+MODES = ("cached", "uncached", "compiled", "cudagraphs", "rtc_guided", "rtc_prefix")
 COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}
 
 
@@ -53,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", choices=MODES, default=["cached", "uncached"])
     p.add_argument("--iters", type=int, default=20, help="timed calls per mode")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per mode (compilation happens here)")
+    p.add_argument("--rtc-delay", type=int, default=4, help="inference delay d of the RTC modes")
     p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
     p.add_argument("--output", default="outputs/bench_infer.json", help="JSON result path")
     args = p.parse_args(argv)
@@ -98,21 +104,25 @@ def sampler(vla: VLA, args, cameras: int):
         state=torch.randn(1, vla.expert_cfg.max_state_dim, device=dev),
     )
     noise = torch.randn(1, args.horizon, vla.expert_cfg.max_action_dim, device=dev)
+    previous = torch.randn(1, args.horizon, vla.expert_cfg.max_action_dim, device=dev)
+    rtc = {"rtc_guided": RTCInputs.build(previous, args.rtc_delay, 0),
+           "rtc_prefix": RTCInputs.build(previous, args.rtc_delay, 0, prefix_conditioning=True)}
 
-    def call(use_cache: bool) -> torch.Tensor:
-        with torch.no_grad():
-            return vla.sample_actions(batch, num_steps=args.steps, noise=noise, use_cache=use_cache)
+    def call(mode: str) -> torch.Tensor:
+        with torch.no_grad():  # guidance turns gradients on for its own vector-Jacobian products
+            return vla.sample_actions(batch, num_steps=args.steps, noise=noise, use_cache=mode != "uncached",
+                                      rtc=rtc.get(mode))
 
     return len(ids), call
 
 
-def time_calls(call, use_cache: bool, args) -> list[float]:
+def time_calls(call, mode: str, args) -> list[float]:
     timings = []
     for i in range(args.warmup + args.iters):
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        call(use_cache)
+        call(mode)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         if i >= args.warmup:
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
                                else eager_velocity)
         for cameras in args.cameras:
             prefix_tokens, call = sampler(vla, args, cameras)
-            timings = time_calls(call, mode != "uncached", args)
+            timings = time_calls(call, mode, args)
             report["results"].append({"cameras": cameras, "prefix_tokens": prefix_tokens, "mode": mode,
                                       "p50_ms": round(percentile(timings, 50), 3),
                                       "p90_ms": round(percentile(timings, 90), 3)})

@@ -48,3 +48,27 @@ def test_cli_keeps_its_commands(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert all(command in out for command in ("generate", "scripted", "evaluate"))
+
+
+def test_simulated_delay_sends_the_rtc_keys_and_keeps_the_frozen_rows(tmp_path):
+    import numpy as np
+
+    from torchtitan_vla.eval.delay import DelaySchedule
+
+    folder = export_debug_policy(tmp_path, [env.CAMERA_KEY], env.STATE_DIM, env.ACTION_DIM, horizon=8)
+    policy = Policy.from_export(folder)
+    seen = []
+
+    class Recorder:
+        def infer(self, obs):
+            result = policy.infer(obs)
+            seen.append((obs.get("prev_actions"), obs.get("inference_delay"), result["actions"]))
+            return result
+
+    mw.evaluate(Recorder(), ["reach-v3"], episodes_per_task=1, max_steps=12, replan_steps=4, image_size=64,
+                schedule=DelaySchedule("rtc", 2))
+    assert seen[0][0] is None and len(seen) >= 3
+    for (prev, delay, actions), (_, _, before) in zip(seen[1:], seen):
+        assert delay == 2 and prev.shape == (8 - 2, env.ACTION_DIM)
+        np.testing.assert_array_equal(prev, before[2:])  # requested 2 steps before row 4 of the last chunk
+        np.testing.assert_allclose(actions[:2], prev[:2], rtol=0, atol=1e-5)

@@ -9,6 +9,7 @@ Fusion = Literal["joint", "late"]
 StateMode = Literal["continuous", "discrete"]
 TimeConditioning = Literal["mlp", "adarms"]
 PrefixAttention = Literal["causal", "bidirectional"]
+RTCSchedule = Literal["exp", "linear", "ones", "zeros"]
 Flavor = Literal["debug", "2B", "4B", "8B", "32B", "30B-A3B", "235B-A22B"]
 """The names of ``models.qwen3_vl.args.FLAVORS`` (a test keeps the two equal)."""
 AttentionBackend = Literal["sdpa", "flex"]
@@ -104,6 +105,14 @@ class ActionExpert:
 
     num_inference_steps: PositiveInt = 10
     """Euler steps used by ``sample_actions`` (t goes from 1 to 0)."""
+
+    rtc_max_guidance_weight: PositiveFloat = 5.0
+    """Real-time chunking (inference): clip beta of the guidance weight towards the previous chunk (the
+    paper's 5). Used only when a request carries a previous chunk (docs/realtime.md)."""
+
+    rtc_schedule: RTCSchedule = "exp"
+    """Real-time chunking: how the guidance mask decays over the overlap after the frozen delay steps
+    (``exp`` as in the paper, ``linear``, ``ones``, ``zeros`` = only the frozen steps)."""
 
     min_period: PositiveFloat = 4e-3
     """Shortest period of the sinusoidal time embedding."""

@@ -19,6 +19,7 @@ OptimizerName = Literal["AdamW"]
 OptimizerImplementation = Literal["foreach", "fused", "for-loop"]
 LRScheduleKind = Literal["cosine", "wsd", "linear", "constant"]
 PrecisionName = Literal["float32", "bfloat16", "float16"]
+DelayDistribution = Literal["uniform", "exponential"]
 
 
 @dataclass
@@ -106,6 +107,17 @@ class Training:
 
     flow_time_offset: NonNegativeFloat = 0.001
     """Offset added to the scaled Beta sample."""
+
+    rtc_max_delay: NonNegativeInt = 0
+    """Training-time real-time chunking: the first d steps of every robot chunk enter the expert clean (flow
+    time 0) with no loss, d drawn per sample in ``[rtc_min_delay, rtc_max_delay]``; serving then conditions
+    on the previous chunk's first d actions without guidance. 0 turns it off. Below the action horizon."""
+
+    rtc_min_delay: NonNegativeInt = 0
+    """Smallest training-time RTC prefix length (at most ``rtc_max_delay``)."""
+
+    rtc_delay_distribution: DelayDistribution = "uniform"
+    """Training-time RTC prefix lengths: ``uniform``, or ``exponential`` (short delays more often)."""
 
     mixed_precision_param: PrecisionName = "bfloat16"
     """Compute dtype of parameters under FSDP on GPU (master weights stay float32). CPU runs use float32."""

@@ -132,6 +132,9 @@ class _StageCheck:
             self.fail("training.flow_time_scale", f"{t.flow_time_scale} + training.flow_time_offset "
                                                   f"{t.flow_time_offset} exceeds 1 (t must stay in (0, 1])")
         expert = cfg.action_expert
+        if t.rtc_max_delay and (t.rtc_min_delay > t.rtc_max_delay or t.rtc_max_delay >= expert.action_horizon):
+            self.fail("training.rtc_max_delay", f"{t.rtc_max_delay} must lie in [training.rtc_min_delay "
+                                                f"{t.rtc_min_delay}, action_expert.action_horizon {expert.action_horizon})")
         if expert.min_period >= expert.max_period:
             self.fail("action_expert.min_period", f"{expert.min_period} must be below action_expert.max_period "
                                                   f"{expert.max_period}")

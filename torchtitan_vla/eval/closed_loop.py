@@ -17,6 +17,7 @@ a random shape, which is what a perfect instruction-blind policy can do (success
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -26,6 +27,9 @@ from torchtitan_vla.envs.toyworld.demos import expert_chunk
 from torchtitan_vla.envs.toyworld.generate import world_of
 from torchtitan_vla.envs.toyworld.render import draw_agent, render_table
 from torchtitan_vla.envs.toyworld.world import ToyWorld, WorldConfig
+from torchtitan_vla.serve.rtc_keys import DELAY_KEY, PREV_ACTIONS_KEY
+
+from .delay import EXECUTIONS, DelaySchedule, jump_stats, run_delayed
 
 Policy = Callable[[dict], "np.ndarray"]
 
@@ -47,6 +51,12 @@ class ClosedLoopResult:
     policy_calls: int
     """Times the policy was queried (each query covers all unfinished episodes)."""
 
+    mean_jump: float = float("nan")
+    """Mean distance between the last action of a chunk and the first executed action of the next (2-D)."""
+
+    max_jump: float = float("nan")
+    """Largest such jump over all switches and episodes."""
+
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
@@ -67,21 +77,38 @@ def _to_numpy(actions) -> np.ndarray:
     return np.asarray(actions, dtype=np.float32)
 
 
-def run_closed_loop(policy: Policy, world: ToyWorld, max_steps: int = 40, execute_steps: int = 4) -> ClosedLoopResult:
-    """Run ``policy`` for ``max_steps`` steps on every episode of ``world`` (stepped in place) and score it."""
+def run_closed_loop(policy: Policy, world: ToyWorld, max_steps: int = 40, execute_steps: int = 4,
+                    schedule: DelaySchedule | None = None) -> ClosedLoopResult:
+    """Run ``policy`` for ``max_steps`` steps on every episode of ``world`` (stepped in place) and score it.
+
+    ``schedule``: a simulated inference delay and how chunks are executed meanwhile (``eval.delay``); the
+    default (synchronous, no delay) asks the policy, executes ``execute_steps`` actions, asks again. With
+    ``execution="rtc"`` the policy is called as ``policy(obs, prev_actions=..., inference_delay=d)``.
+    """
     if max_steps < 1 or execute_steps < 1:
         raise ValueError(f"max_steps ({max_steps}) and execute_steps ({execute_steps}) must be >= 1")
+    schedule = schedule or DelaySchedule()
     tables = [render_table(scene) for scene in world.scenes]
     calls = 0
     step = 0
-    while step < max_steps:
-        actions = _to_numpy(policy(observe(world, tables)))
+
+    def request(prev: np.ndarray | None, delay: int) -> np.ndarray:
+        nonlocal calls
+        obs = observe(world, tables)
+        raw = policy(obs) if prev is None else policy(obs, prev_actions=prev, inference_delay=delay)
+        actions = _to_numpy(raw)
         calls += 1
         if actions.ndim != 3 or actions.shape[0] != len(world) or actions.shape[2] < 2:
             raise ValueError(f"policy returned actions of shape {tuple(actions.shape)}; expected ({len(world)}, H, >=2)")
-        for h in range(min(execute_steps, actions.shape[1], max_steps - step)):
-            world.step(actions[:, h, :2])
-            step += 1
+        return actions
+
+    def advance(actions: np.ndarray) -> bool:
+        nonlocal step
+        world.step(actions[:, :2])
+        step += 1
+        return step >= max_steps
+
+    jumps = run_delayed(request, advance, execute_steps, schedule, np.zeros((len(world), 2), np.float32))
     success = world.success
     return ClosedLoopResult(
         episodes=len(world),
@@ -89,6 +116,7 @@ def run_closed_loop(policy: Policy, world: ToyWorld, max_steps: int = 40, execut
         mean_steps=float(world.reached_step[success].mean()) if success.any() else float("nan"),
         mean_final_distance=float(world.distances().mean()),
         policy_calls=calls,
+        **jump_stats(jumps),
     )
 
 
@@ -120,11 +148,13 @@ def from_inference_policy(
     one observation at a time (``serve.Policy``, or a client of a policy server). The keys are the client
     keys the policy expects (its key map); the defaults are ``serve``'s."""
 
-    def act(obs: dict) -> np.ndarray:
-        chunks = [
-            policy.infer({image_key: image, state_key: state, prompt_key: instruction})["actions"]
-            for image, state, instruction in zip(obs["image"], obs["state"], obs["instruction"])
-        ]
+    def act(obs: dict, prev_actions: np.ndarray | None = None, inference_delay: int = 0) -> np.ndarray:
+        chunks = []
+        for i, (image, state, instruction) in enumerate(zip(obs["image"], obs["state"], obs["instruction"])):
+            request = {image_key: image, state_key: state, prompt_key: instruction}
+            if prev_actions is not None:  # real-time chunking's optional keys (serve/rtc_keys.py)
+                request.update({PREV_ACTIONS_KEY: prev_actions[i], DELAY_KEY: inference_delay})
+            chunks.append(policy.infer(request)["actions"])
         return np.stack(chunks)
 
     return act
@@ -147,12 +177,14 @@ def evaluate(
     execute_steps: int = 4,
     config: WorldConfig | None = None,
     baselines: bool = True,
+    schedule: DelaySchedule | None = None,
 ) -> dict[str, float]:
     """Success of ``policy`` on ``num_episodes`` scenes drawn with ``seed``, and with ``baselines`` the same
     scenes under the random-shape policy and under ``policy`` without its instruction.
 
     Keys: ``success_rate``, ``mean_steps``, ... and, with baselines, ``random_shape/<key>`` and
-    ``no_instruction/<key>``.
+    ``no_instruction/<key>``. ``schedule``: simulated inference delay and chunk execution of the
+    policy's run (``eval.delay``; the baselines run synchronously without delay).
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
@@ -161,7 +193,11 @@ def evaluate(
         world = ToyWorld.from_seed(num_episodes, seed, config)  # every policy meets the same scenes
         return run_closed_loop(make_policy(world), world, max_steps, execute_steps)
 
-    metrics = score(lambda world: policy).to_dict()
+    def score_policy(world: ToyWorld) -> ClosedLoopResult:
+        schedule_copy = dataclasses.replace(schedule) if schedule else None  # same random delays per run
+        return run_closed_loop(policy, world, max_steps, execute_steps, schedule_copy)
+
+    metrics = score_policy(ToyWorld.from_seed(num_episodes, seed, config)).to_dict()
     if baselines:
         runs = {
             "random_shape": score(lambda world: ScriptedPolicy(world, "random_shape", seed=seed)),
@@ -172,7 +208,7 @@ def evaluate(
     return metrics
 
 
-def evaluate_export(folder: str, eval_cfg, device: str = "cpu") -> dict[str, float]:
+def evaluate_export(folder: str, eval_cfg, device: str = "cpu", schedule: DelaySchedule | None = None) -> dict[str, float]:
     """``evaluate`` the policy exported to ``folder`` (``serve.Policy.from_export``) with the settings of a
     ``config.Eval`` section (episodes, seed, steps, execute_steps, the world of its toyworld_data, baselines)."""
     from torchtitan_vla.serve.policy import Policy as ExportedPolicy
@@ -180,7 +216,7 @@ def evaluate_export(folder: str, eval_cfg, device: str = "cpu") -> dict[str, flo
     world = world_of(eval_cfg.toyworld_data) if eval_cfg.toyworld_data else None
     policy = from_inference_policy(ExportedPolicy.from_export(folder, device=device))
     return evaluate(policy, eval_cfg.closed_loop_episodes, eval_cfg.seed, eval_cfg.max_episode_steps,
-                    eval_cfg.execute_steps, world, baselines=eval_cfg.baselines)
+                    eval_cfg.execute_steps, world, baselines=eval_cfg.baselines, schedule=schedule)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -198,15 +234,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--execute-steps", type=int, default=defaults.execute_steps)
     parser.add_argument("--data", default="", help="generated toy-world data folder whose world to evaluate in")
     parser.add_argument("--no-baselines", action="store_true", help="skip the random-shape and no-instruction runs")
+    parser.add_argument("--execution", choices=EXECUTIONS, default="sync",
+                        help="chunk execution under the simulated delay (eval/delay.py)")
+    parser.add_argument("--delay", type=int, default=0, help="simulated inference delay d in control steps")
+    parser.add_argument("--max-delay", type=int, default=None, help="draw d uniformly from [--delay, --max-delay]")
     parser.add_argument("--out", help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)
+    schedule = DelaySchedule(args.execution, args.delay, args.max_delay, args.seed)
     eval_cfg = Eval(closed_loop_episodes=args.episodes, seed=args.seed, max_episode_steps=args.max_steps,
                     execute_steps=args.execute_steps, toyworld_data=args.data, baselines=not args.no_baselines)
     if args.policy:
-        metrics = evaluate_export(args.policy, eval_cfg)
+        metrics = evaluate_export(args.policy, eval_cfg, schedule=schedule)
     else:
         world = ToyWorld.from_seed(args.episodes, args.seed, world_of(args.data) if args.data else None)
-        metrics = run_closed_loop(ScriptedPolicy(world), world, args.max_steps, args.execute_steps).to_dict()
+        metrics = run_closed_loop(ScriptedPolicy(world), world, args.max_steps, args.execute_steps, schedule).to_dict()
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:

@@ -34,6 +34,9 @@ from torchtitan_vla.envs.metaworld import (
     scripted_success,
     state_of,
 )
+from torchtitan_vla.serve.rtc_keys import DELAY_KEY, PREV_ACTIONS_KEY
+
+from .delay import EXECUTIONS, DelaySchedule, run_delayed
 
 logger = logging.getLogger(__name__)
 
@@ -59,23 +62,31 @@ class EvalReport:
     """Wall-clock time of the evaluation."""
 
 
-def run_episode(policy: ChunkPolicy, env: TaskEnv, layout: int, max_steps: int, replan_steps: int) -> bool:
-    """One closed-loop episode: query a chunk, execute its first ``replan_steps`` actions, repeat."""
+def run_episode(policy: ChunkPolicy, env: TaskEnv, layout: int, max_steps: int, replan_steps: int,
+                schedule: DelaySchedule | None = None) -> bool:
+    """One closed-loop episode: query a chunk, execute its first ``replan_steps`` actions, repeat; with a
+    ``schedule``, under a simulated inference delay (``eval.delay``; the arm holds still while it waits)."""
     obs = env.reset(layout)
     steps = 0
-    while steps < max_steps:
-        request = {IMAGE_KEY: env.render(), STATE_KEY: state_of(obs), PROMPT_KEY: instruction(env.task)}
-        chunk = np.asarray(policy.infer(request)["actions"])
+    success = False
+
+    def request(prev: np.ndarray | None, delay: int) -> np.ndarray:
+        message = {IMAGE_KEY: env.render(), STATE_KEY: state_of(obs), PROMPT_KEY: instruction(env.task)}
+        if prev is not None:
+            message.update({PREV_ACTIONS_KEY: prev[0], DELAY_KEY: delay})
+        chunk = np.asarray(policy.infer(message)["actions"])
         if chunk.ndim != 2 or chunk.shape[1] < ACTION_DIM:
             raise ValueError(f"policy returned actions of shape {chunk.shape}; expected (H, >= {ACTION_DIM})")
-        for action in chunk[:replan_steps, :ACTION_DIM]:
-            obs, success = env.step(action)
-            steps += 1
-            if success:
-                return True
-            if steps >= max_steps:
-                break
-    return False
+        return chunk[None]
+
+    def step(action: np.ndarray) -> bool:
+        nonlocal obs, steps, success
+        obs, success = env.step(action[0, :ACTION_DIM])
+        steps += 1
+        return success or steps >= max_steps
+
+    run_delayed(request, step, replan_steps, schedule or DelaySchedule(), np.zeros((1, ACTION_DIM), np.float32))
+    return bool(success)
 
 
 def evaluate(
@@ -86,6 +97,7 @@ def evaluate(
     replan_steps: int = 4,
     image_size: int = 128,
     seed: int = EVAL_SEED,
+    schedule: DelaySchedule | None = None,
 ) -> EvalReport:
     """Closed-loop success of ``policy`` on held-out layouts of each task."""
     if episodes_per_task < 1 or max_steps < 1 or replan_steps < 1:
@@ -95,7 +107,8 @@ def evaluate(
     success = {}
     for task in resolve_tasks(tasks):
         env = TaskEnv(task, seed, image_size)
-        wins = sum(run_episode(policy, env, layout, max_steps, replan_steps) for layout in range(episodes_per_task))
+        wins = sum(run_episode(policy, env, layout, max_steps, replan_steps, schedule)
+                   for layout in range(episodes_per_task))
         env.close()
         success[task] = wins / episodes_per_task
         logger.info("%s: %d/%d", task, wins, episodes_per_task)
@@ -136,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--image-size", type=int, default=128)
     ev.add_argument("--seed", type=int, default=EVAL_SEED)
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--execution", choices=EXECUTIONS, default="sync", help="chunk execution (eval/delay.py)")
+    ev.add_argument("--delay", type=int, default=0, help="simulated inference delay d in control steps")
+    ev.add_argument("--max-delay", type=int, default=None, help="draw d uniformly from [--delay, --max-delay]")
     ev.add_argument("--output", default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -157,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             policy = _connect(args.server, args.api_key)
         report = asdict(
-            evaluate(policy, args.tasks, args.episodes, args.max_steps, args.replan_steps, args.image_size, args.seed)
+            evaluate(policy, args.tasks, args.episodes, args.max_steps, args.replan_steps, args.image_size, args.seed,
+                     DelaySchedule(args.execution, args.delay, args.max_delay, args.seed))
         )
         if args.output:
             with open(args.output, "w") as f:

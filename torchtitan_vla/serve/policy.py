@@ -32,6 +32,7 @@ from torchtitan_vla.data.normalize import Normalizer
 from torchtitan_vla.data.prompts import PromptBuilder
 from torchtitan_vla.data.robot import robot_sample
 from torchtitan_vla.data.sample import Collator, Sample
+from torchtitan_vla.models.action_expert.rtc import RTCInputs
 from torchtitan_vla.models.vla import VLA
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
 from torchtitan_vla.parallel.weights_writer import verify_checksums
@@ -39,6 +40,7 @@ from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import ObservationKeyMap
 from .protocol import RequestError
+from .rtc_keys import rtc_inputs
 
 EXPORT_FILES = (INDEX_NAME, "config.json", "tokenizer.json")
 # Sides above it are refused; a camera frame as large as 1024 px is unusual, the model resizes to
@@ -81,6 +83,9 @@ class PreparedObservation:
     sample: Sample
     noise: torch.Tensor
     """(1, H, max_action_dim) float32."""
+
+    rtc: RTCInputs | None = None
+    """The request's previous chunk and delay (real-time chunking), or None for a plain request."""
 
 
 class ObservationError(RequestError):
@@ -224,19 +229,33 @@ class Policy:
         """``sample(obs)`` plus this request's flow noise, drawn now from torch's global RNG (one
         (1, H, max_action_dim) draw per request, in the order requests are prepared)."""
         sample = self.sample(obs)
+        try:  # the optional real-time-chunking keys (serve/rtc_keys.py)
+            rtc = rtc_inputs(obs, self.cfg, self.action_norm, self.action_dim, self.device)
+        except ValueError as err:
+            raise ObservationError(str(err)) from None
         noise = torch.randn((1, self.horizon, self.cfg.action_expert.max_action_dim), device=self.device)
-        return PreparedObservation(sample, noise)
+        return PreparedObservation(sample, noise, rtc)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: real-time chunking's guidance records one backward per step
     def infer_prepared(self, prepared: list[PreparedObservation]) -> list[dict[str, Any]]:
-        """One action chunk per prepared observation, sampled in one batched model call."""
+        """One action chunk per prepared observation. Plain requests share one batched model call; a request
+        with real-time-chunking keys (its own previous chunk and delay) is sampled on its own."""
         start = time.perf_counter()
-        batch = self._collate([p.sample for p in prepared])
-        noise = torch.cat([p.noise for p in prepared])
-        chunks = self.model.sample_actions(batch, num_steps=self.num_steps, noise=noise)
-        actions = self.action_norm.inverse(chunks[:, :, : self.action_dim].float().cpu().numpy())
+        chunks: list[np.ndarray | None] = [None] * len(prepared)
+        plain = [i for i, p in enumerate(prepared) if p.rtc is None]
+        if plain:
+            batch = self._collate([prepared[i].sample for i in plain])
+            noise = torch.cat([prepared[i].noise for i in plain])
+            rows = self.model.sample_actions(batch, num_steps=self.num_steps, noise=noise)
+            for i, row in zip(plain, rows):
+                chunks[i] = row[:, : self.action_dim].float().cpu().numpy()
+        for i, p in enumerate(prepared):
+            if p.rtc is not None:
+                row = self.model.sample_actions(self._collate([p.sample]), num_steps=self.num_steps, noise=p.noise,
+                                                rtc=p.rtc)[0]
+                chunks[i] = row[:, : self.action_dim].float().cpu().numpy()
         timing = {"infer_ms": (time.perf_counter() - start) * 1000, "batch_size": len(prepared)}
-        return [{"actions": row, "policy_timing": dict(timing)} for row in actions]
+        return [{"actions": self.action_norm.inverse(chunk), "policy_timing": dict(timing)} for chunk in chunks]
 
     def infer_batch(self, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``[infer(obs) for obs in observations]`` in one model call: the same noise draws, in the same order,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from torchtitan_vla.config import ConfigError, JobConfig, LoadedConfig, ResolvedStage, config_to_dict
-from torchtitan_vla.models.vla.options import FlowTimeDistribution, ForwardOptions
+from torchtitan_vla.models.vla.options import FlowTimeDistribution, ForwardOptions, RTCPrefix
 from torchtitan_vla.parallel.grad_norm import clip_grad_norm_
 from torchtitan_vla.parallel.parallel_dims import ParallelDims
 from torchtitan_vla.parallel.weights import init_on_device
@@ -60,7 +60,8 @@ def forward_options(cfg: JobConfig) -> ForwardOptions:
     """The stage's training-time model options (``[training]`` is stage-level)."""
     t = cfg.training
     flow_time = FlowTimeDistribution(t.flow_time_alpha, t.flow_time_beta, t.flow_time_scale, t.flow_time_offset)
-    return ForwardOptions(knowledge_insulation=t.knowledge_insulation, flow_time=flow_time)
+    rtc = RTCPrefix(t.rtc_min_delay, t.rtc_max_delay, t.rtc_delay_distribution) if t.rtc_max_delay else None
+    return ForwardOptions(knowledge_insulation=t.knowledge_insulation, flow_time=flow_time, rtc_prefix=rtc)
 
 
 def loss_weights(cfg: JobConfig) -> LossWeights:

@@ -78,6 +78,8 @@ class ActionExpertModel(nn.Module):
     def velocity(self, suffix_hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Expert outputs of the whole suffix -> velocities of the H action tokens (B, H, max_action_dim)."""
         actions = suffix_hidden[:, -self.cfg.action_horizon :]
+        if cond is not None and cond.dim() == 3:  # per-token condition (per-step flow times)
+            cond = cond[:, -self.cfg.action_horizon :]
         normed = self.norm(actions, cond)[0] if self.adarms else self.norm(actions)
         return self.heads.velocity(normed)
 

@@ -44,8 +44,8 @@ def time_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_peri
 
 
 def noisy_actions(actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``x_t = t * noise + (1 - t) * actions`` with t (B,) broadcast over (B, H, D)."""
-    t = t[:, None, None]
+    """``x_t = t * noise + (1 - t) * actions`` with t (B,) or per step (B, H) broadcast over (B, H, D)."""
+    t = t[:, None, None] if t.dim() == 1 else t[:, :, None]
     return t * noise + (1 - t) * actions
 
 

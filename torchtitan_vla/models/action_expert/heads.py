@@ -55,9 +55,20 @@ class ActionHeads(nn.Module):
     def forward(
         self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> (suffix tokens (B, num_condition_tokens + H, W), adaRMS condition (B, W) or None)."""
+        """-> (suffix tokens (B, num_condition_tokens + H, W), adaRMS condition (B, W), (B, S, W) or None).
+
+        ``t`` is one flow time per sample (B,) or one per action step (B, H) (training-time real-time
+        chunking: a clean prefix at t = 0). With per-step times the time and state tokens take the
+        sample's largest time, and the adaRMS condition becomes per token.
+        """
         dtype = self.action_in_proj.weight.dtype
-        emb = time_embedding(t, self.width, self.min_period, self.max_period).to(dtype)
+        per_step = t.dim() == 2
+        emb = time_embedding(t.amax(dim=1) if per_step else t, self.width, self.min_period, self.max_period).to(dtype)
+        if per_step:
+            step_emb = time_embedding(t.flatten(), self.width, self.min_period, self.max_period).to(dtype)
+            step_emb = rearrange(step_emb, "(b h) w -> b h w", b=t.shape[0])
+        else:
+            step_emb = repeat(emb, "b w -> b h w", h=x_t.shape[1])
         actions = self.action_in_proj(x_t.to(dtype))
         tokens = []
         cond = None
@@ -67,10 +78,14 @@ class ActionHeads(nn.Module):
                 tokens.append(rearrange(time_features, "b w -> b 1 w"))
             if self.time_conditioning == "adarms":
                 cond = F.silu(time_features)
+                if per_step:
+                    step_cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(step_emb))))
+                    head = repeat(cond, "b w -> b n w", n=self.num_condition_tokens)
+                    cond = torch.cat([head, step_cond], dim=1)
         if self.state_proj is not None:
             tokens.append(rearrange(self.state_proj(state.to(dtype)), "b w -> b 1 w"))
         if self.time_conditioning == "mlp":
-            mixed = torch.cat([actions, repeat(emb, "b w -> b h w", h=actions.shape[1])], dim=-1)
+            mixed = torch.cat([actions, step_emb], dim=-1)
             actions = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(mixed)))
         tokens.append(actions)
         return torch.cat(tokens, dim=1), cond

@@ -32,6 +32,7 @@ from ..action_expert.expert import ActionExpertModel
 from ..action_expert.flow import flow_loss_sums, noisy_actions, sample_time, velocity_target
 from ..action_expert.layers import ExpertInputs, JointLayer
 from ..action_expert.masks import suffix_mask
+from ..action_expert.rtc import RTCInputs, guided_velocity, prefix_steps, sample_delays
 from ..lora import LoRALinear
 from ..qwen3_vl.args import Qwen3VLArgs
 from ..qwen3_vl.kv_cache import KVCache
@@ -207,9 +208,17 @@ class VLA(VLAParts, nn.Module):
             time = sample_time(batch.num_samples, noise.device, **dataclasses.asdict(options.flow_time))
         elif tuple(time.shape) != (batch.num_samples,):
             raise ValueError(f"time has shape {tuple(time.shape)}, expected ({batch.num_samples},)")
+        valid = targets.valid
+        if options.rtc_prefix is not None:
+            # Training-time RTC: the first d steps enter clean (flow time 0) and carry no loss.
+            rtc = options.rtc_prefix
+            delay = sample_delays(batch.num_samples, rtc.min_delay, rtc.max_delay, rtc.distribution, noise.device)
+            prefix = prefix_steps(delay, self.expert_cfg.action_horizon)
+            time = torch.where(prefix, 0.0, time[:, None])
+            valid = valid & ~prefix[:, :, None]
         x_t = noisy_actions(targets.actions, noise, time)
         hidden, velocity = self.hidden_and_velocity(observation, x_t, time, options.knowledge_insulation)
-        action = flow_loss_sums(velocity, velocity_target(targets.actions, noise), targets.valid)
+        action = flow_loss_sums(velocity, velocity_target(targets.actions, noise), valid)
         return LossSums(text=self._text_loss_sums(hidden, batch.labels), action=action)
 
     def _text_loss_sums(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -236,12 +245,17 @@ class VLA(VLAParts, nn.Module):
         num_steps: int | None = None,
         noise: torch.Tensor | None = None,
         use_cache: bool = True,
+        rtc: RTCInputs | None = None,
     ) -> torch.Tensor:
         """Integrate the flow from noise (t = 1) to actions (t = 0) with Euler steps: (B, H, max_action_dim).
 
         ``use_cache``: compute the VLM prefix once and run only the expert tokens per step; ``False``
         runs every layer over prefix and suffix at every step (a reference for checking). Padded action
         dims (per ``batch.action_dim_mask`` when given) come back as zeros.
+
+        ``rtc``: real-time chunking against a previous chunk (see ``action_expert/rtc.py``): its first
+        ``delay`` steps come back equal to the previous chunk, the overlap after them is guided towards it
+        (or, with ``prefix_conditioning``, the prefix is given clean to an expert trained that way).
         """
         if self.expert is None:
             raise ValueError("sample_actions needs the Action Expert (action_expert.enable = true)")
@@ -256,10 +270,28 @@ class VLA(VLAParts, nn.Module):
         dt = -1.0 / num_steps
         observation = self.observe(batch)  # embeddings, vision features, positions, mask: the same every step
         cache = self.encode_prefix(observation) if use_cache else None
+
+        def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.cached_velocity(cache, x_t, t) if use_cache else self.velocity(observation, x_t, t)
+
+        if rtc is not None:
+            if rtc.prev_actions.shape[0] != batch.num_samples:
+                raise ValueError(f"rtc prev_actions holds {rtc.prev_actions.shape[0]} chunks for a batch of "
+                                 f"{batch.num_samples}")
+            prev, frozen, weights = rtc.padded(cfg.action_horizon, cfg.max_action_dim)
+            prev = prev.to(x.device)
         for step in range(num_steps):
             t = torch.full((x.shape[0],), 1.0 + step * dt, device=x.device)
-            velocity = self.cached_velocity(cache, x, t) if use_cache else self.velocity(observation, x, t)
-            x = x + dt * velocity
+            if rtc is None:
+                u = velocity(x, t)
+            elif rtc.prefix_conditioning:
+                x = torch.where(frozen[:, :, None], prev, x)
+                u = velocity(x, torch.where(frozen, 0.0, t[:, None]))
+            else:
+                u = guided_velocity(velocity, x, t, prev, weights, rtc.max_guidance_weight)
+            x = x + dt * u
+        if rtc is not None:
+            x = torch.where(frozen[:, :, None], prev, x)  # the steps that run while this chunk was computed
         if batch.action_dim_mask is not None:
             dim_mask = F.pad(batch.action_dim_mask.bool(), (0, cfg.max_action_dim - batch.action_dim_mask.shape[1]))
             x = x * dim_mask[:, None, :]

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ...config.training import DelayDistribution
+
 
 @dataclass(frozen=True)
 class FlowTimeDistribution:
@@ -22,6 +24,15 @@ class FlowTimeDistribution:
 
 
 @dataclass(frozen=True)
+class RTCPrefix:
+    """Prefix lengths d of training-time real-time chunking, drawn per sample (``rtc.sample_delays``)."""
+
+    min_delay: int = 0
+    max_delay: int = 4
+    distribution: DelayDistribution = "uniform"
+
+
+@dataclass(frozen=True)
 class ForwardOptions:
     knowledge_insulation: bool = False
     """Stop the flow loss's gradient at the VLM: the expert reads detached prefix keys/values (joint
@@ -29,6 +40,9 @@ class ForwardOptions:
 
     flow_time: FlowTimeDistribution = field(default_factory=FlowTimeDistribution)
     """Distribution of the flow times drawn when ``forward`` is not given ``time``."""
+
+    rtc_prefix: RTCPrefix | None = None
+    """Training-time real-time chunking: a clean action prefix per sample, no loss on it (None: off)."""
 
 
 @dataclass
