@@ -1,7 +1,7 @@
 """Tensor parallelism (Megatron-style, through ``parallelize_module``) for every component.
 
-Each attention's q/k/v projections are split by heads (colwise) and its output projection by rows, each
-MLP's up/gate projections colwise and its down projection rowwise: one all-reduce per attention and per
+Each decoder / expert attention's q/k/v projections are split by heads (colwise) and its output
+projection by rows, each MLP's up/gate projections colwise and its down projection rowwise: one all-reduce per attention and per
 MLP in forward, one in backward. Heads are found from the local projection's width (the model splits
 them with ``head_dim``), so attention runs on the local head counts without being told; the decoder's
 KV heads and the joint expert's heads (the same head geometry) are split the same way, so the expert's
@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module
 from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel, parallelize_module
-from torch.distributed.tensor.placement_types import _StridedShard
 
 from torchtitan_vla.models.action_expert.layers import ExpertLayer, JointLayer
 from torchtitan_vla.models.action_expert.norms import AdaRMSNorm
@@ -71,27 +70,6 @@ class Replicated(ParallelStyle):
         return distribute_module(module, device_mesh, None, inputs, outputs)
 
 
-class FusedColwiseParallel(ColwiseParallel):
-    """Colwise split of a fused ``[q | k | v]`` projection: each rank keeps its heads of q, of k and of v
-    (a strided shard), so the local output is again ``[q | k | v]`` of the local heads."""
-
-    def __init__(self, parts: int = 3):
-        super().__init__()
-        self.parts = parts
-
-    def _partition_linear_fn(self, name, module, device_mesh):
-        for param_name, param in list(module.named_parameters(recurse=False)):
-            placement = _StridedShard(0, split_factor=self.parts)
-            dist_param = nn.Parameter(distribute_tensor(param, device_mesh, [placement]), param.requires_grad)
-            module.register_parameter(param_name, dist_param)
-
-    @staticmethod
-    def _prepare_output_fn(output_layouts, use_local_output, mod, outputs, device_mesh):
-        # The output is strided like the weight; redistributing it to a plain Shard(-1) would move the
-        # heads between ranks. The local block is already [q | k | v] of the local heads.
-        return outputs.to_local()
-
-
 def _attention_plan(prefix: str) -> dict[str, ParallelStyle]:
     # q/k are (B, S, heads, head_dim) when normalised: the heads dimension (2) is the split one.
     return {
@@ -122,12 +100,9 @@ def decoder_layer_plan(layer: nn.Module, prefix: str = "") -> dict[str, Parallel
 
 
 def vision_block_plan() -> dict[str, ParallelStyle]:
-    return {
-        "attn.qkv": FusedColwiseParallel(),
-        "attn.proj": RowwiseParallel(),
-        "mlp.linear_fc1": ColwiseParallel(),
-        "mlp.linear_fc2": RowwiseParallel(),
-    }
+    # Only the MLP (2/3 of a ViT block's weights) is split. The attention's q, k and v share one fused
+    # Linear (the released layout); splitting it by heads needs a strided shard, which DCP cannot save.
+    return {"mlp.linear_fc1": ColwiseParallel(), "mlp.linear_fc2": RowwiseParallel()}
 
 
 def block_plan(block: nn.Module) -> dict[str, ParallelStyle]:

@@ -1,0 +1,61 @@
+"""Tensor parallelism (TP=2, gloo) against one process: losses over several steps and every gradient by
+component in both fusions, the placements TP leaves, and DCP checkpoints moved between TP=2 and FSDP.
+One torchrun launch runs tp_checks.py; these tests assert on what it measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.distributed_helper import run_torchrun
+
+SCRIPT = Path(__file__).with_name("tp_checks.py")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("tp") / "results.json"
+    run_torchrun(SCRIPT, ["--out", str(out)], nproc=2, timeout=600)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("fusion", ["joint", "late"])
+def test_tp2_trains_like_one_process(results, fusion):
+    run = results[fusion]
+    assert len(run["losses"]) == 4
+    assert run["losses"] == pytest.approx(run["reference"], rel=1e-5)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("fusion", ["joint", "late"])
+def test_tp2_gradients_of_every_component_match(results, fusion):
+    errors = results[fusion]["grad_error"]
+    assert set(errors) == {"vision", "decoder", "expert"}
+    assert all(error < 1e-5 for error in errors.values()), errors
+
+
+@pytest.mark.distributed
+def test_tp_splits_layers_and_replicates_the_rest(results):
+    placed = results["placements"]
+    sharded, replicated = set(placed["sharded"]), set(placed["replicated"])
+    layer = "vlm.layers.0."
+    for name in ("attention.wq", "attention.wk", "attention.wv", "attention.wo", "feed_forward.w1",
+                 "expert.attention.wq", "expert.attention.wo", "expert.feed_forward.w2"):
+        assert f"{layer}{name}.weight" in sharded, name
+    assert "vlm.vision_encoder.blocks.0.mlp.linear_fc1.weight" in sharded
+    for name in ("vlm.layers.0.attention_norm.weight", "vlm.layers.0.attention.q_norm.weight", "vlm.norm.weight",
+                 "expert.heads.action_in_proj.weight", "vlm.vision_encoder.merger.linear_fc1.weight"):
+        assert name in replicated, name
+    # Only the directly indexed position table stays a plain tensor (identical on both ranks).
+    assert placed["plain"] == ["vlm.vision_encoder.pos_embed.weight"]
+    assert placed["local_params"] < 0.8 * placed["total_params"]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("direction", ["tp_to_fsdp", "fsdp_to_tp"])
+def test_dcp_checkpoint_moves_between_tp_and_fsdp(results, direction):
+    run = results["dcp"][direction]
+    assert run["loaded"] == pytest.approx(run["saved"], rel=1e-6)
