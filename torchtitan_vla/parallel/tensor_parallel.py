@@ -13,8 +13,8 @@ DeepStack adds features at visual positions, both of which need the whole sequen
 Every other module with a forward (norms, the MoE router, embeddings, projectors, the expert's heads)
 becomes a replicated DTensor module that takes and returns plain tensors (``Replicated``), so that all
 parameters of a TP model are DTensors on the same mesh, which FSDP, gradient clipping and DCP expect.
-Parameters read directly rather than through a forward (the vision position table, stacked MoE
-experts) stay plain tensors: they are identical on every TP rank, and so are their gradients.
+Parameters read directly rather than through a forward (stacked MoE experts) stay plain tensors:
+they are identical on every TP rank, and so are their gradients.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from torchtitan_vla.models.action_expert.norms import AdaRMSNorm
 from torchtitan_vla.models.qwen3_vl.decoder import Attention, FeedForward, MoE, RMSNorm
 from torchtitan_vla.models.qwen3_vl.vision import VisionBlock
 
-REPLICATED_TYPES = (nn.Linear, nn.LayerNorm, RMSNorm, AdaRMSNorm)
-"""Modules made ``Replicated`` when no plan split them. Not embeddings: the vision position table is
-indexed directly (the token embedding is handled by ``_split_tables``)."""
+REPLICATED_TYPES = (nn.Linear, nn.Embedding, nn.LayerNorm, RMSNorm, AdaRMSNorm)
+"""Modules made ``Replicated`` when no plan split them (each is used through its forward)."""
 
 
 def _to_dtensor(value, mesh: DeviceMesh, placement):
@@ -121,7 +120,7 @@ def _split_tables(decoder: nn.Module) -> dict[str, ParallelStyle]:
     if embed is None or head is None:
         return {}
     if head.weight is embed.weight:
-        return {"tok_embeddings": Replicated()}
+        return {}
     return {
         "tok_embeddings": RowwiseParallel(input_layouts=Replicate()),
         # Logits are gathered: the loss reads whole rows (no loss parallelism).
@@ -129,11 +128,10 @@ def _split_tables(decoder: nn.Module) -> dict[str, ParallelStyle]:
     }
 
 
-def replicate_rest(model: nn.Module, mesh: DeviceMesh, shared: dict[int, DTensor] | None = None) -> int:
+def replicate_rest(model: nn.Module, mesh: DeviceMesh) -> int:
     """Make every module of ``REPLICATED_TYPES`` whose parameters no plan split ``Replicated``; returns
-    how many. A weight shared by two modules (tied embeddings) is distributed once and re-shared:
-    ``shared`` maps the ids of original parameters already distributed to their DTensors."""
-    shared = dict(shared or {})
+    how many. A weight shared by two modules (tied embeddings) is distributed once and re-shared."""
+    shared: dict[int, DTensor] = {}
     count = 0
     for module in model.modules():
         if not isinstance(module, REPLICATED_TYPES):
@@ -156,7 +154,6 @@ def apply_tp(model: nn.Module, mesh: DeviceMesh) -> None:
     """Tensor-parallelise every block of every component, then the decoder's tables, then replicate the
     rest. Call before activation checkpointing, compile and FSDP (they wrap the parallelised modules)."""
     seen: set[int] = set()
-    shared: dict[int, DTensor] = {}
     for name in model.components():
         for block in model.blocks(name):
             if id(block) not in seen:
@@ -165,9 +162,6 @@ def apply_tp(model: nn.Module, mesh: DeviceMesh) -> None:
     decoder = model.components().get("decoder")
     if decoder is not None:
         plan = _split_tables(decoder)
-        embed_weight = getattr(getattr(decoder, "tok_embeddings", None), "weight", None)
         if plan:
             parallelize_module(decoder, mesh, plan)
-        if embed_weight is not None:
-            shared[id(embed_weight)] = decoder.tok_embeddings.weight
-    replicate_rest(model, mesh, shared)
+    replicate_rest(model, mesh)
