@@ -27,6 +27,7 @@ from torchtitan_vla.config.stages import resolve_stages
 from .fsdp import dtype_from_name
 from .parallel_dims import ParallelDims
 from .parallelize import parallelize_vla
+from .tensor_parallel import check_tp_heads
 
 OPTIMIZER_STATES = 2
 """AdamW keeps two float32 moments per trainable element."""
@@ -57,14 +58,7 @@ def check_layout(cfg: JobConfig, world_size: int) -> ParallelDims:
 
     dims = ParallelDims.from_config(cfg.parallelism, world_size=world_size, device_type="cpu")
     text = vlm_args(cfg.model, None).text
-    tp = dims.tp
-    if tp > text.n_kv_heads:
-        raise ValueError(f"parallelism.tensor_parallel_degree={tp} exceeds the {text.n_kv_heads} KV heads of "
-                         f"flavor {cfg.model.flavor!r}")
-    for what, count in (("attention heads", text.n_heads), ("KV heads", text.n_kv_heads)):
-        if count % tp:
-            raise ValueError(f"parallelism.tensor_parallel_degree={tp} does not divide the {count} {what} of "
-                             f"flavor {cfg.model.flavor!r}")
+    check_tp_heads(text.n_heads, text.n_kv_heads, dims.tp, f"flavor {cfg.model.flavor!r}")
     return dims
 
 

@@ -150,9 +150,20 @@ def replicate_rest(model: nn.Module, mesh: DeviceMesh) -> int:
     return count
 
 
+def check_tp_heads(n_heads: int, n_kv_heads: int, tp: int, where: str) -> None:
+    """Each rank needs whole KV heads and the query heads that read them; ValueError otherwise."""
+    if tp > n_kv_heads:
+        raise ValueError(f"parallelism.tensor_parallel_degree={tp} exceeds the {n_kv_heads} KV heads of {where}")
+    for what, count in (("attention heads", n_heads), ("KV heads", n_kv_heads)):
+        if count % tp:
+            raise ValueError(f"parallelism.tensor_parallel_degree={tp} does not divide the {count} {what} of {where}")
+
+
 def apply_tp(model: nn.Module, mesh: DeviceMesh) -> None:
     """Tensor-parallelise every block of every component, then the decoder's tables, then replicate the
     rest. Call before activation checkpointing, compile and FSDP (they wrap the parallelised modules)."""
+    attention = next(m for m in model.modules() if isinstance(m, Attention))
+    check_tp_heads(attention.n_heads, attention.n_kv_heads, mesh.size(), "the decoder")
     seen: set[int] = set()
     for name in model.components():
         for block in model.blocks(name):
