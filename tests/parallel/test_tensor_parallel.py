@@ -5,11 +5,14 @@ One torchrun launch runs tp_checks.py; these tests assert on what it measured.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.distributed_helper import run_torchrun
+from tests.distributed_helper import REPO_ROOT, run_torchrun
 
 SCRIPT = Path(__file__).with_name("tp_checks.py")
 
@@ -59,3 +62,45 @@ def test_tp_splits_layers_and_replicates_the_rest(results):
 def test_dcp_checkpoint_moves_between_tp_and_fsdp(results, direction):
     run = results["dcp"][direction]
     assert run["loaded"] == pytest.approx(run["saved"], rel=1e-6)
+
+
+PLANNED = """
+[model]
+flavor = "debug"
+[action_expert]
+action_horizon = 4
+max_action_dim = 6
+max_state_dim = 5
+[parallelism]
+tensor_parallel_degree = 2
+"""
+
+
+def planner(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    config = tmp_path / "plan.toml"
+    config.write_text(PLANNED)
+    return subprocess.run([sys.executable, "-m", "torchtitan_vla.parallel.plan", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
+@pytest.mark.distributed
+def test_planner_predicts_the_measured_tp_shards(results, tmp_path):
+    proc = planner(tmp_path, "--world-size", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    ranks = json.loads(proc.stdout)["ranks"]
+    measured = results["placements"]
+    for rank in ranks:
+        assert rank["local_params"] == measured["local_params"]
+        assert rank["params"] == 4 * measured["local_params"]
+        assert rank["optimizer"] == 4 * measured["local_optimizer_state"]
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--world-size", "3"], "world size 3 is not divisible"),
+    (["--world-size", "4", "--parallelism.tensor_parallel_degree=4"], "exceeds the 2 KV heads"),
+])
+def test_planner_refuses_impossible_layouts_in_one_line(tmp_path, args, culprit):
+    proc = planner(tmp_path, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:") and culprit in proc.stderr

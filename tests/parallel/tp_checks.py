@@ -87,8 +87,10 @@ def check_placements(reference) -> dict:
         else:
             sharded.append(name)
     local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters())
+    _, opt = train(model, None, 1)
+    state = sum(v.to_local().numel() for s in opt.state.values() for v in s.values() if isinstance(v, DTensor))
     return {"sharded": sharded, "replicated": replicated, "plain": plain, "local_params": local,
-            "total_params": sum(p.numel() for p in model.parameters())}
+            "local_optimizer_state": state, "total_params": sum(p.numel() for p in model.parameters())}
 
 
 def saved_and_reloaded_loss(reference, save_cfg, load_cfg) -> dict:
