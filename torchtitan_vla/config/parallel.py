@@ -19,6 +19,10 @@ class Parallelism:
     data_parallel_shard_degree: DeriveOrPositiveInt = -1
     """Ranks that shard one replica (FSDP). -1: whatever is left of the world size."""
 
+    tensor_parallel_degree: PositiveInt = 1
+    """Ranks that split each layer's heads and MLP (innermost mesh dimension: keep it within a node).
+    Must divide the decoder's and vision encoder's head counts and the decoder's KV heads."""
+
     fsdp_reshard_after_forward: ReshardPolicy = "default"
     """``default`` (reshard blocks, keep the final norm and head), ``always`` or ``never``."""
 

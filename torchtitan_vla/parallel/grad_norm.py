@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor, Partial, Shard
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 
 
 def _local_pow_sum(tensors: list[torch.Tensor], norm_type: float) -> torch.Tensor:
@@ -60,13 +60,27 @@ def total_grad_norm(parameters: Iterable[torch.Tensor], norm_type: float = 2.0) 
 
 
 @torch.no_grad()
+def reduce_partial_grads(parameters: Iterable[torch.Tensor]) -> None:
+    """Sum gradients that are still partial over a mesh dimension into replicated ones, in place.
+
+    A replicated parameter applied per head to a tensor-parallel activation (QK-norm) gets a partial
+    gradient from each rank's heads; DTensor leaves the sum to whoever reads it next."""
+    for p in parameters:
+        g = p.grad
+        if isinstance(g, DTensor) and any(isinstance(pl, Partial) for pl in g.placements):
+            p.grad = g.redistribute(g.device_mesh, [Replicate() if isinstance(pl, Partial) else pl for pl in g.placements])
+
+
+@torch.no_grad()
 def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
     """Scale all gradients so their global norm is at most ``max_norm``; returns the norm before.
+    Partial gradients are reduced first (``reduce_partial_grads``), so the optimizer sees them summed.
 
     ``max_norm <= 0`` only measures. A non-finite norm is returned as is and nothing is scaled (the
     trainer decides to skip the step).
     """
     params = [p for p in parameters if p.grad is not None]
+    reduce_partial_grads(params)
     norm = total_grad_norm(params, norm_type)
     if max_norm <= 0 or not torch.isfinite(norm):
         return norm

@@ -1,4 +1,4 @@
-"""The device mesh: data-parallel replicate x shard (HSDP)."""
+"""The device mesh: data-parallel replicate x shard (HSDP) x tensor parallel."""
 
 from __future__ import annotations
 
@@ -9,40 +9,42 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torchtitan_vla.config.parallel import Parallelism
 from torchtitan_vla.utils import distributed as dist_utils
 
-MESH_DIMS = ("dp_replicate", "dp_shard")
+MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
 
 
 @dataclass
 class ParallelDims:
     """Degrees of each parallel dimension and the mesh built from them.
 
-    ``dp_replicate * dp_shard == world_size`` always holds after construction. The mesh has the named
-    dimensions ``dp_replicate`` and ``dp_shard`` (outer to inner: ranks of one replica are contiguous),
-    plus a flattened 1-D ``dp`` mesh used for data loading and loss reductions.
+    ``dp_replicate * dp_shard * tp == world_size`` always holds after construction. The mesh has the
+    named dimensions ``dp_replicate``, ``dp_shard`` and ``tp`` (outer to inner: the ranks of one TP group
+    are contiguous, so they share a node, and so are the ranks of one replica), plus a flattened 1-D
+    ``dp`` mesh used for data loading and loss reductions. The ranks of one TP group read the same data.
     """
 
     dp_replicate: int
     dp_shard: int
     world_size: int
     device_type: str = "cpu"
+    tp: int = 1
     _mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
     _flat_dp_mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # The degrees' own ranges are checked when the configuration loads; the world size is known only now.
         if self.dp_shard == -1:
-            rest, remainder = divmod(self.world_size, self.dp_replicate)
+            rest, remainder = divmod(self.world_size, self.dp_replicate * self.tp)
             if remainder or rest < 1:
                 raise ValueError(
                     f"parallelism: world size {self.world_size} is not divisible by "
-                    f"data_parallel_replicate_degree={self.dp_replicate}"
+                    f"data_parallel_replicate_degree={self.dp_replicate} x tensor_parallel_degree={self.tp}"
                 )
             self.dp_shard = rest
-        if self.dp_replicate * self.dp_shard != self.world_size:
+        if self.dp_replicate * self.dp_shard * self.tp != self.world_size:
             raise ValueError(
                 f"parallelism: data_parallel_replicate_degree={self.dp_replicate} x "
-                f"data_parallel_shard_degree={self.dp_shard} = {self.dp_replicate * self.dp_shard}, "
-                f"but the world size is {self.world_size}"
+                f"data_parallel_shard_degree={self.dp_shard} x tensor_parallel_degree={self.tp} = "
+                f"{self.dp_replicate * self.dp_shard * self.tp}, but the world size is {self.world_size}"
             )
 
     @classmethod
@@ -53,6 +55,7 @@ class ParallelDims:
             dp_shard=cfg.data_parallel_shard_degree,
             world_size=dist_utils.world_size() if world_size is None else world_size,
             device_type=device_type or dist_utils.device_type(),
+            tp=cfg.tensor_parallel_degree,
         )
 
     @property
@@ -70,6 +73,10 @@ class ParallelDims:
         return self.dp_replicate > 1
 
     @property
+    def tp_enabled(self) -> bool:
+        return self.tp > 1
+
+    @property
     def mesh(self) -> DeviceMesh:
         """The world mesh, built on first use (needs an initialised process group)."""
         self._build_meshes()
@@ -78,7 +85,7 @@ class ParallelDims:
     def _build_meshes(self) -> None:
         if self._mesh is None:
             self._mesh = init_device_mesh(
-                self.device_type, (self.dp_replicate, self.dp_shard), mesh_dim_names=MESH_DIMS
+                self.device_type, (self.dp_replicate, self.dp_shard, self.tp), mesh_dim_names=MESH_DIMS
             )
             # Kept as an object: slicing a flattened dimension back out of the root mesh is deprecated.
             self._flat_dp_mesh = self._mesh["dp_replicate", "dp_shard"]._flatten("dp")
@@ -95,6 +102,11 @@ class ParallelDims:
         return self.mesh["dp_shard"]
 
     @property
+    def tp_mesh(self) -> DeviceMesh | None:
+        """The 1-D tensor-parallel mesh (None without TP)."""
+        return self.mesh["tp"] if self.tp_enabled else None
+
+    @property
     def dp_mesh(self) -> DeviceMesh | None:
         """The flattened 1-D data-parallel mesh, for loss-count and metric all-reduces (None: 1 rank)."""
         if not self.fsdp_enabled:
@@ -104,8 +116,10 @@ class ParallelDims:
 
     @property
     def dp_rank(self) -> int:
-        """This rank's index among data-parallel ranks (which slice of the global batch it reads)."""
-        return dist_utils.rank()
+        """This rank's index among data-parallel ranks (which slice of the global batch it reads); the
+        ranks of one TP group share it. Also the seed offset of the flow's noise and times, which must
+        be identical across a TP group."""
+        return dist_utils.rank() // self.tp
 
     @property
     def dp_world_size(self) -> int:

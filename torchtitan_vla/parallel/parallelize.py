@@ -1,4 +1,5 @@
-"""``parallelize_vla``: one plan per component, each applying AC -> compile -> FSDP, the root last.
+"""``parallelize_vla``: tensor parallelism first (``tensor_parallel.py``), then one plan per component,
+each applying AC -> compile -> FSDP, the root last.
 
 The model is reached only through ``model.components() -> {name: module}`` and
 ``model.blocks(name) -> [block, ...]``, so parallel/ holds no model math. Components:
@@ -36,6 +37,7 @@ from .activation_checkpoint import apply_ac
 from .compile import apply_compile
 from .fsdp import FSDPSettings, disable_gradient_division, mixed_precision
 from .parallel_dims import ParallelDims
+from .tensor_parallel import apply_tp
 
 COMPONENT_ORDER: tuple[str, ...] = typing.get_args(Component)
 
@@ -141,12 +143,15 @@ def apply_plan(plan: ComponentPlan, job_config: JobConfig, fsdp: FSDPSettings | 
 
 
 def parallelize_vla(model: nn.Module, parallel_dims: ParallelDims, job_config: JobConfig) -> nn.Module:
-    """Apply activation checkpointing, per-block compile and FSDP2/HSDP to ``model`` in place.
+    """Apply tensor parallelism, activation checkpointing, per-block compile and FSDP2/HSDP to ``model``
+    in place.
 
     Call it on the meta-device model, before ``to_empty`` + ``init_weights`` or loading weights
     (see ``parallel/weights.py``), and build the optimizer afterwards (it must see the sharded
     parameters). With a single data-parallel rank no FSDP is applied (plain module).
     """
+    if parallel_dims.tp_enabled:
+        apply_tp(model, parallel_dims.tp_mesh)
     fsdp = None
     if parallel_dims.fsdp_enabled:
         fsdp = FSDPSettings(

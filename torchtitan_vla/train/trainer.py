@@ -244,7 +244,7 @@ class Trainer:
         """Everything that lives for one stage, built from the stage's own configuration."""
         self.plan = plan
         self.stage_config = cfg = plan.stage.config
-        seed_stage(self.job_config.job.seed, plan.stage.index, self.rank)
+        seed_stage(self.job_config.job.seed, plan.stage.index, self.parallel_dims.dp_rank)  # same draws in a TP group
         self.model.set_trainable(cfg.training.trainable)
         self.optimizer = build_optimizer(self.components, cfg.optimizer)
         self.scheduler = StageLRScheduler(self.optimizer, cfg.lr_schedule, plan.stage.steps)

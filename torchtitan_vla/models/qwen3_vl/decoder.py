@@ -113,7 +113,11 @@ class FeedForward(nn.Module):
 
 
 class GroupedExperts(nn.Module):
-    """E SwiGLU experts stored as stacked weights: w1, w3 (E, I, D) and w2 (E, D, I)."""
+    """E SwiGLU experts stored as stacked weights: w1, w3 (E, I, D) and w2 (E, D, I) (the released layout).
+
+    ``forward`` runs all experts as three grouped matmuls over tokens sorted by expert: no loop over
+    experts and no host sync (the group boundaries stay on the device).
+    """
 
     def __init__(self, num_experts: int, dim: int, hidden_dim: int):
         super().__init__()
@@ -121,12 +125,27 @@ class GroupedExperts(nn.Module):
         self.w2 = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))
         self.w3 = nn.Parameter(torch.empty(num_experts, hidden_dim, dim))
 
-    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        return F.silu(x @ self.w1[e].T) * (x @ self.w3[e].T) @ self.w2[e].T
+    def forward(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """x (N, D) sorted by expert, offsets (E,) int32 cumulative row counts -> (N, D)."""
+
+        def grouped(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return torch._grouped_mm(a, w.transpose(-2, -1), offsets)
+
+        return grouped(F.silu(grouped(x, self.w1)) * grouped(x, self.w3), self.w2)
 
     def init_weights(self, std: float = INIT_STD) -> None:
         for w in (self.w1, self.w2, self.w3):
             nn.init.trunc_normal_(w, std=std)
+
+
+def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Qwen3-MoE's auxiliary loss for one layer's router logits (T, E): ``E * sum_e f_e * P_e`` with
+    ``f_e`` the fraction of the T*k routed slots that go to expert e (k = ``top_k``) and ``P_e`` the mean
+    router probability of e (transformers' ``load_balancing_loss_func`` without a padding mask)."""
+    probs = torch.softmax(router_logits.float(), dim=-1)
+    chosen = torch.topk(probs, top_k, dim=-1).indices
+    slots = F.one_hot(chosen, probs.shape[-1]).float().mean(dim=0)  # (k, E): share of tokens per slot
+    return probs.shape[-1] * (slots * probs.mean(dim=0)).sum()
 
 
 class MoE(nn.Module):
@@ -151,13 +170,14 @@ class MoE(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         _, weights, experts = self.route(x)
-        out = torch.zeros_like(x)
-        # Only the experts that received tokens run; one host sync per layer to list them.
-        for e in torch.unique(experts).tolist():
-            token, slot = torch.where(experts == e)
-            y = self.experts.expert(e, x[token]) * weights[token, slot, None]
-            out.index_add_(0, token, y)
-        return out.view(shape)
+        # Sort the (token, slot) pairs by expert; the per-expert counts stay on the device.
+        flat = experts.flatten()
+        order = torch.argsort(flat, stable=True)
+        counts = torch.zeros(self.num_experts, dtype=torch.int32, device=x.device)
+        counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
+        token = order // self.top_k
+        y = self.experts(x[token], counts.cumsum(0, dtype=torch.int32)) * weights.flatten()[order, None]
+        return torch.zeros_like(x).index_add_(0, token, y).view(shape)
 
     def init_weights(self, std: float = INIT_STD) -> None:
         nn.init.trunc_normal_(self.router.weight, std=std)

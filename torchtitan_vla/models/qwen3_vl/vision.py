@@ -168,14 +168,15 @@ class VisionEncoder(nn.Module):
         c0, c1, dc = taps(w)
         rows, cols = (t.long() for t in merge_block_coordinates(h, w, self.merge, dev))
         r0, r1, dr, c0, c1, dc = r0[rows], r1[rows], dr[rows], c0[cols], c1[cols], dc[cols]
-        table = self.pos_embed.weight
+        # Looked up through the module (not by indexing its weight), so a parallelized table works too.
+        lookup = self.pos_embed
         pe = (
-            table[r0 * side + c0] * ((1 - dr) * (1 - dc))[:, None]
-            + table[r0 * side + c1] * ((1 - dr) * dc)[:, None]
-            + table[r1 * side + c0] * (dr * (1 - dc))[:, None]
-            + table[r1 * side + c1] * (dr * dc)[:, None]
+            lookup(r0 * side + c0) * ((1 - dr) * (1 - dc))[:, None]
+            + lookup(r0 * side + c1) * ((1 - dr) * dc)[:, None]
+            + lookup(r1 * side + c0) * (dr * (1 - dc))[:, None]
+            + lookup(r1 * side + c1) * (dr * dc)[:, None]
         )
-        return pe.to(table.dtype)
+        return pe.to(self.pos_embed.weight.dtype)
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         grid = grid_thw.tolist()
