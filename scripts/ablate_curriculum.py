@@ -29,10 +29,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from torchtitan_vla.config import load_config, load_stages, parse_command_line
 
-from torchtitan_vla.config import load_config, parse_command_line  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 DEBUG_CONFIG = "train_configs/debug/curriculum.toml"
 DEBUG_DATA = "outputs/data/toyworld"
@@ -84,20 +83,24 @@ def main(argv=None) -> int:
     parser.add_argument("extra", nargs="*", help="overrides passed to every job (after --)")
     args = parser.parse_args(argv)
 
-    cli = parse_command_line(["--config", args.config, *args.extra])
-    cfg = load_config(cli.config_path, cli.overrides).config  # fails here, once, on a bad config
     table = variants(args)
     chosen = args.variants.split(",")
     unknown = sorted(set(chosen) - set(table))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {sorted(table)}")
-    for name in chosen:  # a typo in a stage or source name fails now, not after the first job
-        variant = parse_command_line(["--config", args.config, *table[name], *args.extra])
-        load_config(variant.config_path, variant.overrides)
-
+    # Typos in a stage or source name fail now, not after the first (long) job; the checks of the files
+    # the configuration names follow once the debug data exists.
+    commands = [parse_command_line(["--config", args.config, *table[name], *args.extra]) for name in chosen]
+    for command in commands:
+        load_config(command.config_path, command.overrides)
     if args.config == DEBUG_CONFIG:  # as run_train.sh does: the toy world's data, generated when absent
         subprocess.run([sys.executable, "-m", "torchtitan_vla.envs.toyworld.generate", "--out", DEBUG_DATA],
                        cwd=REPO, check=True)
+    for command in commands:
+        load_stages(command.config_path, command.overrides)
+    cli = parse_command_line(["--config", args.config, *args.extra])
+    cfg = load_config(cli.config_path, cli.overrides).config
+
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         results = list(pool.map(lambda n: run_variant(args, n, table[n], cfg.job.name, cfg.job.dump_folder), chosen))
 
