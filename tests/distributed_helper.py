@@ -49,3 +49,30 @@ def run_torchrun(
             f"\n--- stderr ---\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def run_checks(build_checks) -> None:
+    """The ``main`` of a check script launched by ``run_torchrun``: ``SCRIPT --out FILE [check ...]``.
+
+    ``build_checks()`` (called after the process group exists) returns ``{name: () -> values}``; the named
+    checks (all by default) run on every rank and rank 0 writes ``{name: values}`` as JSON to ``--out``, so
+    the calling test asserts on returned values rather than on printed lines.
+    """
+    import argparse
+    import json
+
+    import torch.distributed as dist
+
+    from torchtitan_vla.utils.distributed import init_distributed
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True, help="JSON file rank 0 writes the measured values into")
+    parser.add_argument("checks", nargs="*")
+    args = parser.parse_args()
+    init_distributed()
+    checks = build_checks()
+    results = {name: checks[name]() for name in args.checks or list(checks)}
+    if dist.get_rank() == 0:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    dist.destroy_process_group()

@@ -14,9 +14,7 @@ the same ``forward_backward`` the trainer uses); the only difference left is whe
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import tempfile
 
 import torch
@@ -24,6 +22,7 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
+from tests.distributed_helper import run_checks
 from tests.models.vla.helpers import make_batch, tiny_vla
 from torchtitan_vla.config import JobConfig
 from torchtitan_vla.data.batch import Batch
@@ -33,7 +32,7 @@ from torchtitan_vla.parallel import ParallelDims, clip_grad_norm_, parallelize_v
 from torchtitan_vla.parallel.weights import init_on_device
 from torchtitan_vla.train.forward_backward import forward_backward
 from torchtitan_vla.train.loss import LossWeights, weighted_total
-from torchtitan_vla.utils.distributed import all_reduce_sum, init_distributed
+from torchtitan_vla.utils.distributed import all_reduce_sum
 
 GLOBAL_BATCH = 4
 STEPS = 5
@@ -217,17 +216,9 @@ def check_hf_loading(reference: VLA) -> dict:
     return {"max_logit_diff": float((lm_head_logits(model, batch) - expected).abs().max())}
 
 
-CHECKS = ("parity", "late", "ac", "memory", "frozen", "grad_norm", "hf")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True, help="JSON file rank 0 writes the measured values into")
-    parser.add_argument("checks", nargs="*", default=list(CHECKS))
-    args = parser.parse_args()
-    init_distributed()
+def checks() -> dict:
     joint = tiny_vla()
-    runs = {
+    return {
         "parity": lambda: check_training_parity(joint, "joint"),
         "late": lambda: check_training_parity(tiny_vla(fusion="late", num_layers=2), "late"),
         "ac": lambda: check_ac_gradients(joint),
@@ -236,12 +227,7 @@ def main() -> None:
         "grad_norm": check_grad_norm_mixed_meshes,
         "hf": lambda: check_hf_loading(joint),
     }
-    results = {name: runs[name]() for name in args.checks}
-    if dist.get_rank() == 0:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    run_checks(checks)

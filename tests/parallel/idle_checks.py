@@ -5,23 +5,21 @@ Rank 0 gets a text-only web document (no image, no actions: neither the vision e
 has work), rank 1 a robot sample with an image. With ``parallelize_vla``'s ``run_idle_components`` both ranks
 run every FSDP unit, so the step completes, and the losses equal one process running the two
 micro-batches (where the idle components are simply skipped). Rank 0 writes both loss trajectories to
-the JSON file named by ``--out``.
+the JSON file named by ``--out`` (under ``idle``).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 
 import torch
 import torch.distributed as dist
 
+from tests.distributed_helper import run_checks
 from tests.models.vla.helpers import make_batch, tiny_vla
 from tests.parallel.dist_checks import job_config, micro_step, sharded_copy
 from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.parallel import clip_grad_norm_
-from torchtitan_vla.utils.distributed import init_distributed
 
 STEPS = 2
 
@@ -73,17 +71,5 @@ def check_idle_components(reference) -> dict:
     return {"losses": losses, "reference": ref_losses, "runs_idle_components": runs_idle}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    init_distributed()
-    result = check_idle_components(tiny_vla())
-    if dist.get_rank() == 0:
-        with open(args.out, "w") as f:
-            json.dump(result, f)
-    dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    main()
+    run_checks(lambda: {"idle": lambda: check_idle_components(tiny_vla())})

@@ -46,7 +46,7 @@ def test_idle_components_run_and_contribute_exactly_zero():
 def test_text_only_rank_and_robot_image_rank_step_together(tmp_path):
     out = tmp_path / "idle.json"
     run_torchrun(SCRIPT, ["--out", str(out)], nproc=2, timeout=240)
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text())["idle"]
     assert result["runs_idle_components"]
     assert len(result["losses"]) == 2
     assert result["losses"] == pytest.approx(result["reference"], rel=1e-5)

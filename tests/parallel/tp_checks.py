@@ -8,9 +8,7 @@ one data-parallel share, here the whole global batch), seeded by ``SeededByBatch
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import tempfile
 
 import torch
@@ -18,9 +16,9 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.tensor import DTensor
 
+from tests.distributed_helper import run_checks
 from tests.models.vla.helpers import make_batch, tiny_vla
 from tests.parallel.dist_checks import GLOBAL_BATCH, full_grads, job_config, micro_step, sharded_copy, split, train
-from torchtitan_vla.utils.distributed import init_distributed
 
 STEPS = 4
 
@@ -120,28 +118,15 @@ def check_dcp(reference) -> dict:
             "fsdp_to_tp": saved_and_reloaded_loss(reference, job_config(), tp_config())}
 
 
-CHECKS = ("joint", "late", "placements", "dcp")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True, help="JSON file rank 0 writes the measured values into")
-    parser.add_argument("checks", nargs="*", default=list(CHECKS))
-    args = parser.parse_args()
-    init_distributed()
+def checks() -> dict:
     joint = tiny_vla()
-    runs = {
+    return {
         "joint": lambda: check_parity(joint),
         "late": lambda: check_parity(tiny_vla(fusion="late", num_layers=2)),
         "placements": lambda: check_placements(joint),
         "dcp": lambda: check_dcp(joint),
     }
-    results = {name: runs[name]() for name in args.checks}
-    if dist.get_rank() == 0:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    run_checks(checks)
