@@ -89,3 +89,18 @@ def test_unknown_stage_table_names_the_closest_stage_level_section(job):
     path = job.toml("[curriculum.stages.trainig]\nsteps = 1\n")
     assert_refused(run_train("--config", path, "--print-config"),
                    "unknown key 'curriculum.stages[1].trainig'; did you mean 'curriculum.stages[1].training'?")
+
+
+def test_the_real_process_prints_one_line_and_exits_2(job):
+    """The command line as a user runs it (the other tests call ``train.main`` in this process)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = job.toml("[curriculum.stages.model]\nflavor = \"2B\"\n")
+    for args in (["--config", path], ["--config", job.toml(), "--activation_checkpoint.components=[\"decodr\"]"]):
+        proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+        assert_refused(proc)
