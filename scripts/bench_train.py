@@ -101,6 +101,7 @@ def synthetic_spec(kind: str, seed: int, image_px: tuple[int, int]):
         loader = StatefulDataLoader(ReplayDataset(samples), batch_size=cfg.training.local_batch_size,
                                     collate_fn=collate, num_workers=0)
         loader.source_names = [kind]
+        loader.skipped_per_source = {kind: 0}  # synthetic samples are never corrupt
         return loader
 
     spec.build_dataloader = build_dataloader

@@ -28,6 +28,11 @@ def test_preemption_signal_saves_at_the_next_step_and_exits_0(tmp_path, sig):
     ckpts = list((tmp_path / "standin" / "checkpoints").iterdir())
     assert len(ckpts) == 1 and check_complete(ckpts[0]) is None
     step = int(ckpts[0].name.split("-")[1])
-    assert 3 <= step <= 5, "saved at the step boundary right after the signal"
     assert read_meta(ckpts[0])["stage_step"] == step
     assert f"preempted: state saved at step {step}" in out
+    # The step in progress when the signal arrived finishes and is saved; no further step starts. (How
+    # many steps run between the parent reading "step 3/" and the signal's arrival depends on the load.)
+    after_signal = out[out.index(f"received {sig.name}"):]
+    steps_after = [line for line in after_signal.splitlines() if "INFO step " in line]
+    assert len(steps_after) <= 1, steps_after
+    assert step >= 3 and (not steps_after or f"step {step}/" in steps_after[0])

@@ -156,7 +156,7 @@ class Trainer:
             self.begin_stage(self.plans[start])
             error = self._try_restore(resume)
             if error is None:
-                logger.info(f"resumed from {resume.path} (stage '{resume.meta['stage']}', step {resume.step})")
+                logger.info(f"resuming from {resume.path} (stage '{resume.meta['stage']}', step {resume.step})")
                 return start, resume
             if load_step >= 0:
                 raise ConfigError(f"checkpoint.load_step={load_step}: {resume.path} could not be loaded: {error}")
