@@ -56,7 +56,7 @@ def compute(root: str, state_key: str, action_key: str, episodes: list[int] | No
 
 
 def _from_config(args) -> tuple[str, str, str, list[int] | None, ActionTransform, int]:
-    stages = load_stages(args.config, [])
+    _, stages = load_stages(args.config, [])
     stage = next((s for s in stages if s.name == args.stage), None) if args.stage else stages[0]
     if stage is None:
         raise ConfigError(f"{args.config}: no stage '{args.stage}' (stages: {[s.name for s in stages]})")
