@@ -1,11 +1,20 @@
-"""Robot data-loading throughput: samples/s from a generated LeRobot v3.0 dataset.
+"""Robot data-loading throughput: the full training path vs decode only vs LeRobot's ``LeRobotDataset``.
 
-    python scripts/bench_data.py [--workers 0 2 4] [--samples 200] [--out bench_data.json]
+    python scripts/bench_data.py [--workers 0 2] [--samples 160] [--rounds 2] [--out bench_data.json]
+        [--lerobot-python /tmp/lerobot_venv/bin/python]
 
-The dataset: 3 cameras at 224x224 (h264, GOP 2 as LeRobot records), H = 50 action chunks, random frame
-order (the training order). Every sample is fully built: 3 frames decoded, patchified for Qwen3-VL,
-the prompt tokenized with the debug tokenizer, MRoPE positions, normalized state/action chunk, collated
-into batches of 8. Reports samples/s and samples/s per busy core (workers, or 1 for in-process loading).
+The dataset: generated LeRobot v3.0, 3 cameras at 224x224 (h264, GOP 2), H = 50 action chunks, random
+frame order (the training order). Modes, alternated round by round in one run so machine load hits all
+alike:
+
+* ``full``: the training data loader: 3 frames decoded, resized/padded, patchified for Qwen3-VL, the
+  prompt tokenized (debug tokenizer), MRoPE positions, normalized state/action chunk, batches of 8;
+* ``decode``: the same loader's frame decode alone (``LeRobotReader.frames``) plus the state and chunk;
+* ``lerobot``: LeRobot's ``LeRobotDataset`` with ``delta_timestamps`` for the chunk, through a torch
+  DataLoader, run by ``--lerobot-python`` (a side venv with lerobot installed; skipped without it).
+
+Reports samples/s and samples per CPU-second (CPU time of the process and its loader workers, read from
+/proc: the figure that says how many cores a GPU host needs to feed its GPUs).
 """
 
 from __future__ import annotations
@@ -14,93 +23,165 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 
-import torch
-
-from torchtitan_vla.config import JobConfig
-from torchtitan_vla.config.data import DataSource
-from torchtitan_vla.data import build_dataloader, write_lerobot_dataset
-from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
-from torchtitan_vla.tools.synthetic_data import synthetic_episodes
-
 CAMERAS = ("observation.images.top", "observation.images.left", "observation.images.wrist")
+HORIZON, FPS, BATCH = 50, 30, 8
 
 
-def lerobot_status() -> str:
-    try:
-        import lerobot  # noqa: F401
-    except ImportError:
-        return ("not installed: lerobot 0.4.4 requires torch<2.11, torchvision<0.26 and torchcodec<0.11 (plus "
-                "diffusers, accelerate, rerun-sdk, opencv, ...); this environment pins torch 2.13.0 (CPU), so it "
-                "would need a separate venv with a second torch, whose PyPI Linux wheel is the CUDA build with "
-                "GBs of nvidia-* dependencies")
-    return "installed"
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its live child processes (loader workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            for pid in f.read().split():
+                try:
+                    with open(f"/proc/{pid}/stat") as stat:
+                        fields = stat.read().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / ticks
+                except FileNotFoundError:
+                    pass
+    return total
 
 
-def measure(cfg: JobConfig, tokenizer, workers: int, samples: int) -> dict:
-    cfg.data.num_workers = workers
-    loader = build_dataloader(cfg, tokenizer, 0, 1)
-    it = iter(loader)
-    warmup = max(2, workers * cfg.data.prefetch_factor)
+def timed(batches, count: int, warmup: int) -> dict:
+    """samples/s and samples per CPU-second over ``count`` batches of an iterator, after ``warmup``."""
     for _ in range(warmup):  # worker start-up and decoder opening are not throughput
-        next(it)
-    batches = max(1, samples // cfg.training.local_batch_size)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    seconds = time.perf_counter() - start
-    rate = batches * cfg.training.local_batch_size / seconds
-    del it, loader
-    cores = min(max(1, workers), os.cpu_count() or 1)  # workers beyond the cores share them
-    return {"workers": workers, "cores_used": cores, "samples_per_s": rate, "samples_per_s_per_core": rate / cores}
+        next(batches)
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    for _ in range(count):
+        next(batches)
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    return {"samples_per_s": count * BATCH / wall, "samples_per_cpu_s": count * BATCH / cpu}
+
+
+def lerobot_loader(root: str, workers: int):
+    """(video backend, batches of LeRobot's own dataset class in a random order); run by the side
+    interpreter. torchcodec (LeRobot's default) when it loads, else LeRobot's ``pyav`` backend."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    backend = "torchcodec"
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401  (needs FFmpeg's shared libraries)
+    except (ImportError, OSError, RuntimeError):
+        backend = "pyav"
+    ds = LeRobotDataset("local/bench", root=root, video_backend=backend,
+                        delta_timestamps={"action": [i / FPS for i in range(HORIZON)]})
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
+                                         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+
+    def batches():
+        while True:
+            yield from loader
+
+    return backend, batches()
+
+
+def project_loader(root: str, tokenizer, workers: int, mode: str):
+    from torchtitan_vla.config import JobConfig
+    from torchtitan_vla.config.data import DataSource
+    from torchtitan_vla.data import build_dataloader
+    from torchtitan_vla.data.loader import _robot_builder
+
+    cfg = JobConfig()
+    cfg.data.sources = [DataSource(name="robot", kind="lerobot", path=root)]
+    cfg.data.image_size, cfg.data.max_seq_len, cfg.data.num_workers = 224, 512, workers
+    cfg.action_expert.action_horizon, cfg.training.local_batch_size = HORIZON, BATCH
+    if mode == "full":
+        yield from build_dataloader(cfg, tokenizer, 0, 1)
+        return
+    import numpy as np
+    import torch
+
+    from torchtitan_vla.data.prompts import PromptBuilder
+
+    builder = _robot_builder(cfg.data.sources[0], cfg, PromptBuilder(tokenizer, cfg.data))
+
+    class Decode(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            reader, rng = builder.reader, np.random.default_rng(0)
+            while True:
+                pos = int(rng.integers(len(reader.episodes)))
+                frame = int(rng.integers(reader.episodes[pos].length))
+                yield reader.frames(reader.episodes[pos], frame), builder.chunk(pos, frame)
+
+    yield from torch.utils.data.DataLoader(Decode(), batch_size=BATCH, num_workers=workers,
+                                           collate_fn=lambda samples: samples)
+
+
+def side_main(args) -> None:
+    """``--side-lerobot ROOT WORKERS BATCHES``: one LeRobot measurement, JSON on stdout."""
+    import torch
+
+    torch.set_num_threads(1)
+    root, workers, count = args.side_lerobot[0], int(args.side_lerobot[1]), int(args.side_lerobot[2])
+    backend, batches = lerobot_loader(root, workers)
+    print(json.dumps({**timed(batches, count, warmup=max(2, 2 * workers)), "video_backend": backend}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2, 4])
-    parser.add_argument("--samples", type=int, default=200, help="samples timed per setting")
-    parser.add_argument("--episodes", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=120, help="frames per episode")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--samples", type=int, default=160, help="samples timed per setting and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--episodes", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=100, help="frames per episode")
+    parser.add_argument("--lerobot-python", default="", help="interpreter of a venv with lerobot installed")
     parser.add_argument("--out", default="bench_data.json")
+    parser.add_argument("--side-lerobot", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # in-process loading gets one core, like each worker (mixture.worker_init)
+    if args.side_lerobot:
+        return side_main(args)
+    import torch
 
+    from torchtitan_vla.data import write_lerobot_dataset
+    from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
+    from torchtitan_vla.tools.synthetic_data import synthetic_episodes
+
+    torch.set_num_threads(1)  # in-process loading gets one core, like each worker (mixture.worker_init)
     work = tempfile.mkdtemp(prefix="bench_data_")
     tokenizer = build_debug_tokenizer(os.path.join(work, "tokenizer.json"))
-    t0 = time.perf_counter()
     episodes = synthetic_episodes(args.episodes, args.frames, CAMERAS, size=224, state_dim=14, action_dim=14)
-    root = write_lerobot_dataset(os.path.join(work, "ds"), episodes, fps=30, version="v3.0")
-    print(f"wrote {args.episodes} x {args.frames} frames x 3 cameras (224x224) in {time.perf_counter() - t0:.1f}s")
-
-    cfg = JobConfig()
-    cfg.data.sources = [DataSource(name="robot", kind="lerobot", path=root)]
-    cfg.data.image_size = 224
-    cfg.data.max_seq_len = 512
-    cfg.action_expert.action_horizon = 50
-    cfg.training.local_batch_size = 8
-    results = []
+    root = write_lerobot_dataset(os.path.join(work, "ds"), episodes, fps=FPS, version="v3.0")
+    count = max(1, args.samples // BATCH)
+    modes = ["full", "decode"] + (["lerobot"] if args.lerobot_python else [])
+    runs = []
+    for round_ in range(args.rounds):
+        for workers in args.workers:
+            for mode in modes:
+                if mode == "lerobot":
+                    out = subprocess.run([args.lerobot_python, __file__, "--side-lerobot", root, str(workers), str(count)],
+                                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                    if out.returncode:
+                        raise SystemExit(f"lerobot run failed: {out.stderr[-2000:]}")
+                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                else:
+                    batches = project_loader(root, tokenizer, workers, mode)
+                    result = timed(batches, count, warmup=max(2, 2 * workers))
+                    batches.close()
+                runs.append({"round": round_, "mode": mode, "workers": workers, **result})
+                print(f"round {round_} workers={workers} {mode:8s}: {result['samples_per_s']:7.1f} samples/s, "
+                      f"{result['samples_per_cpu_s']:7.1f} per CPU-second", flush=True)
+    summary = {}
     for workers in args.workers:
-        r = measure(cfg, tokenizer, workers, args.samples)
-        results.append(r)
-        print(f"workers={workers}: {r['samples_per_s']:.1f} samples/s, {r['samples_per_s_per_core']:.1f} per core")
-    per_core = max(r["samples_per_s_per_core"] for r in results)
-    report = {
-        "benchmark": "robot samples/s, LeRobot v3.0, 3 cameras 224x224, H=50, batch 8",
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "results": results,
-        "lerobot_baseline": lerobot_status(),
-        "best_per_core": per_core,
-        # A 16-core host feeding 8 GPUs: 8 trainer processes keep about one core each busy, the rest load.
-        "projected_16_core_host_8_gpus": per_core * 8,
-    }
+        for mode in modes:
+            rows = [r for r in runs if r["workers"] == workers and r["mode"] == mode]
+            summary[f"{mode}_w{workers}"] = {k: sum(r[k] for r in rows) / len(rows) for k in ("samples_per_s", "samples_per_cpu_s")}
+        if "lerobot" in modes:
+            base = summary[f"lerobot_w{workers}"]["samples_per_cpu_s"]
+            summary[f"full_over_lerobot_per_cpu_s_w{workers}"] = summary[f"full_w{workers}"]["samples_per_cpu_s"] / base
+    report = {"benchmark": "LeRobot v3.0, 3 cameras 224x224 h264, H=50, batch 8, random order",
+              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "load_average": os.getloadavg(), "runs": runs, "summary": summary}
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

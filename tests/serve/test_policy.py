@@ -102,3 +102,19 @@ def test_export_carries_its_architecture_and_loads_from_anywhere(export_dir, tmp
     original, relocated = Policy.from_export(export_dir), Policy.from_export(moved)
     for (name, a), (_, b) in zip(original.model.state_dict().items(), relocated.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_delta_actions_come_back_absolute(export_dir):
+    from torchtitan_vla.serve.policy import read_export_config
+
+    plain = Policy.from_export(export_dir)
+    _, extras = read_export_config(export_dir)
+    extras["action_transform"] = {"delta_action_dims": [0, 1], "delta_state_dims": [2, 0]}
+    delta = Policy(plain.model, plain.tokenizer, plain.cfg, extras)
+    obs = {"observation/image": np.zeros((32, 32, 3), np.uint8),
+           "observation/state": np.array([1.0, -2.0, 0.5], np.float32), "prompt": "pick up the red cube"}
+    torch.manual_seed(0)
+    relative = plain.infer(obs)["actions"]
+    torch.manual_seed(0)
+    absolute = delta.infer(obs)["actions"]
+    np.testing.assert_allclose(absolute, relative + np.array([0.5, 1.0], np.float32), rtol=1e-5, atol=1e-5)

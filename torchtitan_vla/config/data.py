@@ -44,6 +44,25 @@ class DataSource:
     action_key: str = "action"
     """LeRobot: feature key of the action."""
 
+    state_dims: list[NonNegativeInt] = field(default_factory=list)
+    """LeRobot: indices of the ``state_key`` vector the model sees, in the model's order (pick and reorder
+    dimensions to line robots up). Empty: every dimension, as stored."""
+
+    action_dims: list[NonNegativeInt] = field(default_factory=list)
+    """LeRobot: indices of the ``action_key`` vector the model learns, in the model's order. Empty: every
+    dimension, as stored. The source's ``Batch.action_dim_mask`` covers exactly these (the rest, up to
+    ``action_expert.max_action_dim``, is padding), so 7-dof and 14-dof sources mix in one batch."""
+
+    delta_action_dims: list[NonNegativeInt] = field(default_factory=list)
+    """LeRobot: positions in the selected action learned relative to the current state (action - state),
+    e.g. the joints, leaving the gripper absolute. Needs ``stats_path`` from ``scripts/compute_norm_stats.py
+    --config`` (statistics of the transformed actions). Serving adds the state back: clients get absolute
+    actions. Empty: absolute actions."""
+
+    delta_state_dims: list[NonNegativeInt] = field(default_factory=list)
+    """LeRobot: for each entry of ``delta_action_dims``, the position in the selected state it is relative
+    to. Empty: the same positions as ``delta_action_dims``."""
+
     normalization: Normalization = "mean_std"
     """LeRobot: ``mean_std``, ``quantile`` (q01/q99 to [-1, 1]) or ``none``."""
 

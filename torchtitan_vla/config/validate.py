@@ -15,6 +15,7 @@ import math
 import os
 import typing
 
+from ..data.action_transform import ActionTransform
 from ..data.hub import resolve_hub_paths
 from ..data.lerobot_images import VISUAL_DTYPES, default_camera_keys
 from .coercion import closest
@@ -192,13 +193,20 @@ class _StageCheck:
             cameras = src.camera_keys or default_camera_keys(features)
             for name in src.wrist_camera_keys:
                 self.name_in(f"{prefix}.wrist_camera_keys", name, cameras, "the camera")
-            for key, name, limit, limit_key in (
-                ("state_key", src.state_key, expert.max_state_dim, "action_expert.max_state_dim"),
-                ("action_key", src.action_key, expert.max_action_dim, "action_expert.max_action_dim"),
+            transform = ActionTransform.from_source(src)
+            stored = _width(features[src.state_key]), _width(features[src.action_key])
+            for key, problem in transform.problems(*stored):
+                self.fail(f"{prefix}.{key}", f"{problem} ('{src.state_key}' / '{src.action_key}' of {src.path})")
+            for key, name, width, limit, limit_key in zip(
+                ("state_key", "action_key"), (src.state_key, src.action_key), transform.widths(*stored),
+                (expert.max_state_dim, expert.max_action_dim), ("action_expert.max_state_dim", "action_expert.max_action_dim"),
             ):
-                width = _width(features[name])
                 if width > limit:
-                    self.fail(f"{prefix}.{key}", f"'{name}' of {src.path} is {width} wide, more than {limit_key} {limit}")
+                    self.fail(f"{prefix}.{key}", f"'{name}' of {src.path} is {width} wide (as selected), more than "
+                                                 f"{limit_key} {limit}")
+            if transform.is_delta and not src.stats_path and src.normalization != "none":
+                self.fail(f"{prefix}.stats_path", "delta_action_dims need statistics of the delta actions: run "
+                                                  "scripts/compute_norm_stats.py --config <this file> and set stats_path")
 
     def info(self, index: int, src: DataSource) -> dict:
         if src.path not in self.infos:

@@ -9,6 +9,7 @@ import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..config.data import DataSource
+from .action_transform import ActionTransform
 from .document import Packer
 from .lerobot import LeRobotReader
 from .mixture import MixtureDataset, worker_init
@@ -60,6 +61,7 @@ def _robot_builder(src: DataSource, cfg, prompts: PromptBuilder) -> RobotSampleB
         max_state_dim=expert.max_state_dim, normalization=src.normalization, stats_path=src.stats_path,
         image_size=cfg.data.image_size, augment=cfg.data.augment, wrist_camera_keys=src.wrist_camera_keys,
         instruction=src.instruction, state_mode=expert.state_mode, state_bins=expert.state_bins,
+        transform=ActionTransform.from_source(src),
     )
 
 

@@ -8,6 +8,8 @@ import os
 import numpy as np
 
 EPS = 1e-6
+TRANSFORM_KEY = "__action_transform__"
+"""Entry of a stats JSON from scripts/compute_norm_stats.py: the ActionTransform its statistics are of."""
 
 
 class Normalizer:
@@ -43,7 +45,10 @@ def load_stats_file(path: str) -> dict[str, dict[str, np.ndarray]]:
         raise FileNotFoundError(f"stats file not found: {path}")
     with open(path) as f:
         raw = json.load(f)
-    return {key: {k: np.asarray(v, np.float64) for k, v in s.items()} for key, s in raw.items()}
+    out = {key: {k: np.asarray(v, np.float64) for k, v in s.items()} for key, s in raw.items() if key != TRANSFORM_KEY}
+    if TRANSFORM_KEY in raw:
+        out[TRANSFORM_KEY] = raw[TRANSFORM_KEY]
+    return out
 
 
 def pad_last(x: np.ndarray, width: int, name: str) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..processing.chat import encode_prompt, encode_prompt_answer, image_placeholder
@@ -23,6 +24,10 @@ def clean_instruction(text: str) -> str:
     return text.strip().replace("_", " ").replace("\n", " ")
 
 
+ROBOT_PROMPT_CACHE = 4096
+"""Distinct robot prompts whose token ids are kept per process (instructions x camera layouts)."""
+
+
 class PromptBuilder:
     """Builds Documents with one tokenizer and the data section's image settings."""
 
@@ -34,6 +39,7 @@ class PromptBuilder:
         self.caption_prompt = data_cfg.caption_prompt
         self.resize_mode = data_cfg.image_resize
         self._vision_ids = {tokenizer.vision_start_id, tokenizer.vision_end_id, tokenizer.image_pad_id}
+        self._robot_cache: dict[tuple, list[int]] = {}
 
     def robot(self, images: Sequence[np.ndarray], size: tuple[int, int], instruction: str,
               state_bins: np.ndarray | None = None) -> Document:
@@ -45,10 +51,21 @@ class PromptBuilder:
         text = clean_instruction(instruction)
         if state_bins is not None:
             text = f"Task: {text}, State: {' '.join(str(int(b)) for b in state_bins)};"
-        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
-        ids = encode_prompt(self.tokenizer, [{"role": "user", "content": content}], grid).tolist()
+        ids = self._robot_ids(text, tuple(tuple(g.tolist()) for g in grid), keep=state_bins is None)
         per_image = [int(g.prod()) for g in grid]
         return Document(ids, [IGNORE_INDEX] * len(ids), list(pixel_values.split(per_image)), list(grid))
+
+    def _robot_ids(self, text: str, grids: tuple[tuple[int, ...], ...], keep: bool) -> list[int]:
+        """Token ids of a robot prompt. A dataset has few distinct (instruction, camera grid) pairs, so the
+        ids are memoised (tokenising the template was a tenth of a sample's build time); pi0.5's binned
+        state makes every text new, so those prompts are not kept."""
+        ids = self._robot_cache.get((text, grids))
+        if ids is None:
+            content = [{"type": "image"} for _ in grids] + [{"type": "text", "text": text}]
+            ids = encode_prompt(self.tokenizer, [{"role": "user", "content": content}], torch.tensor(grids)).tolist()
+            if keep and len(self._robot_cache) < ROBOT_PROMPT_CACHE:
+                self._robot_cache[(text, grids)] = ids
+        return list(ids)
 
     def caption(self, image: Image.Image, caption: str) -> Document:
         """A captioning turn: the user shows the image and asks; the loss is on the caption only."""

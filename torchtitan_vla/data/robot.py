@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 
 from ..utils.logging import logger
+from .action_transform import ActionTransform
 from .augment import augment_image
 from .errors import DataError
 from .lerobot import LeRobotReader
 from .mixture import SourceStream
-from .normalize import Normalizer, discretize_state, load_stats_file, pad_last
+from .normalize import TRANSFORM_KEY, Normalizer, discretize_state, load_stats_file, pad_last
 from .prompts import PromptBuilder
 from .sample import Sample
 from .video import CorruptMediaError
@@ -40,19 +41,51 @@ def robot_sample(prompts: PromptBuilder, images: list[np.ndarray], image_size: i
     )
 
 
+def check_stats_transform(stats: dict, transform: ActionTransform, where: str, normalization: str) -> None:
+    """Statistics must describe the values the model sees: a stats file written for another transform, or
+    the dataset's own (absolute) stats with delta actions, is refused, naming the file."""
+    if normalization == "none":
+        return
+    recorded = stats.get(TRANSFORM_KEY)
+    if recorded is None and not transform.is_delta:
+        return
+    if recorded is None or ActionTransform.from_dict(recorded) != transform:
+        found = "absolute-action stats" if recorded is None else f"stats of the transform {recorded}"
+        raise ValueError(f"{where}: the source's transform {transform.to_dict()} needs statistics computed after "
+                         f"it, found {found}: run scripts/compute_norm_stats.py --config <your.toml> --source "
+                         "<name> --out FILE and set the source's stats_path to FILE")
+
+
+def stats_for(stats: dict, key: str, dims: list[int]) -> dict | None:
+    """Statistics of feature ``key`` for the selected ``dims``: a compute_norm_stats.py file (transform
+    recorded) holds the selected dimensions already; the dataset's own stats are indexed here."""
+    entry = stats.get(key)
+    if entry is None or not dims or TRANSFORM_KEY in stats:
+        return entry
+    return {k: (v if k == "count" or np.ndim(v) != 1 else v[dims]) for k, v in entry.items()}
+
+
 class RobotSampleBuilder:
     """Turns (episode, frame) of a LeRobot dataset into a Sample (one prompt document, labels all -100)."""
 
     def __init__(self, reader: LeRobotReader, prompts: PromptBuilder, *, action_horizon: int, max_action_dim: int,
                  max_state_dim: int, normalization: str = "mean_std", stats_path: str = "",
                  image_size: int = 224, augment: bool = False, wrist_camera_keys: list[str] | None = None,
-                 instruction: str = "", state_mode: str = "continuous", state_bins: int = 256):
+                 instruction: str = "", state_mode: str = "continuous", state_bins: int = 256,
+                 transform: ActionTransform | None = None):
         self.reader, self.prompts = reader, prompts
         self.horizon, self.max_action_dim, self.max_state_dim = action_horizon, max_action_dim, max_state_dim
+        self.transform = transform or ActionTransform()
+        problems = self.transform.problems(reader.state.shape[1], reader.action.shape[1])
+        if problems:
+            raise ValueError(f"{reader.root}: {problems[0][0]} {problems[0][1]}")
+        self.state_dim, self.action_dim = self.transform.widths(reader.state.shape[1], reader.action.shape[1])
         stats = load_stats_file(stats_path) if stats_path else reader.stats()
-        self.state_norm = Normalizer(normalization, stats.get(reader.state_key), reader.state_key)
-        self.action_norm = Normalizer(normalization, stats.get(reader.action_key), reader.action_key)
-        self.state_dim, self.action_dim = reader.state.shape[1], reader.action.shape[1]
+        check_stats_transform(stats, self.transform, stats_path or f"{reader.root}/meta/stats", normalization)
+        self.state_norm = Normalizer(normalization, stats_for(stats, reader.state_key, self.transform.state_dims),
+                                     reader.state_key)
+        self.action_norm = Normalizer(normalization, stats_for(stats, reader.action_key, self.transform.action_dims),
+                                      reader.action_key)
         for dim, limit, what in ((self.state_dim, max_state_dim, "max_state_dim"),
                                  (self.action_dim, max_action_dim, "max_action_dim")):
             if dim > limit:
@@ -86,8 +119,8 @@ class RobotSampleBuilder:
             what = self.reader.state_key if not np.isfinite(state).all() else self.reader.action_key
             raise BadValueError(f"{self.reader.where(ep, frame)}: non-finite '{what}' value in this sample "
                                 f"(state, or the {self.horizon}-step action chunk)")
-        state_n = self.state_norm(state)
-        actions_n = self.action_norm(actions)
+        state_n = self.state_norm(self.transform.state(state))
+        actions_n = self.action_norm(self.transform.to_model(state, actions))
         # Native frames: augmentation crops them first; the prompt builder then resizes every camera to
         # the model's size with the same function serving uses (data.image_resize).
         frames = self.reader.frames(ep, frame)
@@ -100,6 +133,31 @@ class RobotSampleBuilder:
             state_mode=self.state_mode, state_bins=self.state_bins, source_id=source_id,
             what=f" of {self.reader.root}",
         )
+
+
+def policy_extras(src) -> dict[str, Any]:
+    """What a served policy needs of the robot source it was trained on (train/export.py writes it into the
+    export's config.json): cameras, the stored state width the client sends, the model's action width the
+    client gets back, the statistics actually used, and the source's ``action_transform``."""
+    reader = LeRobotReader(src.path, src.state_key, src.action_key, src.camera_keys, src.episodes)
+    transform = ActionTransform.from_source(src)
+    stats = load_stats_file(src.stats_path) if src.stats_path else reader.stats()
+    check_stats_transform(stats, transform, src.stats_path or f"{reader.root}/meta/stats", src.normalization)
+
+    def lists(entry: dict | None) -> dict:
+        return {k: np.asarray(v).tolist() for k, v in (entry or {}).items()}
+
+    return {
+        "camera_keys": reader.camera_keys,
+        "state_dim": int(reader.state.shape[1]),
+        "action_dim": transform.widths(reader.state.shape[1], reader.action.shape[1])[1],
+        "norm_stats": {
+            "mode": src.normalization,
+            "state": lists(stats_for(stats, src.state_key, transform.state_dims)),
+            "action": lists(stats_for(stats, src.action_key, transform.action_dims)),
+        },
+        "action_transform": transform.to_dict(),
+    }
 
 
 class RobotStream(SourceStream):

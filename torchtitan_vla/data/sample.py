@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from torchtitan_vla.processing.chat import IGNORE_INDEX
 
@@ -91,13 +92,17 @@ class Collator:
                 skipped += torch.from_numpy(s.skipped)
         pixels = [p for s in samples for p in s.pixel_values]
         grids = [g for s in samples for g in s.image_grid_thw]
+        pixel_values = None
+        if pixels:
+            pixel_values = torch.empty(0) if get_worker_info() is None else _shared_empty(pixels)
+            pixel_values = torch.cat(pixels, out=pixel_values)
         return Batch(
             input_ids=input_ids,
             labels=labels,
             attention_mask=attention_mask,
             position_ids=position_ids,
             doc_ids=doc_ids,
-            pixel_values=torch.cat(pixels) if pixels else None,
+            pixel_values=pixel_values,
             image_grid_thw=torch.stack(grids) if grids else None,
             state=state,
             actions=actions,
@@ -107,3 +112,13 @@ class Collator:
             source_id=torch.tensor([s.source_id for s in samples], dtype=torch.long),
             skipped=skipped,
         )
+
+
+def _shared_empty(parts: list[torch.Tensor]) -> torch.Tensor:
+    """An empty tensor backed by shared memory, for ``torch.cat(parts, out=...)`` in a loader worker: the
+    batch then reaches the training process without the copy into shared memory that sending a
+    normal tensor makes (the image patches are most of a robot batch's bytes); torch's default_collate
+    does the same."""
+    numel = sum(p.numel() for p in parts)
+    storage = parts[0].untyped_storage()._new_shared(numel * parts[0].element_size())
+    return torch.empty(0, dtype=parts[0].dtype).set_(storage).resize_(0)  # cat resizes it within the storage

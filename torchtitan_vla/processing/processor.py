@@ -219,6 +219,17 @@ def _patchify(groups: np.ndarray) -> np.ndarray:
     return _NORMALIZE_LUT[rows]
 
 
+def _patchify_stills(images: np.ndarray) -> np.ndarray:
+    """``_patchify`` of still images (n, H, W, 3), each repeated over the temporal patch: the same rows,
+    with the table lookup done once per pixel and its result copied into both temporal slots (the
+    float32 conversion dominated robot samples)."""
+    rows = rearrange(images, "g (bh m1 py) (bw m2 px) c -> (g bh bw m1 m2) c py px",
+                     m1=MERGE_SIZE, m2=MERGE_SIZE, py=PATCH_SIZE, px=PATCH_SIZE)
+    out = np.empty((rows.shape[0], 3, TEMPORAL_PATCH_SIZE, PATCH_SIZE, PATCH_SIZE), np.float32)
+    out[:, :, :] = _NORMALIZE_LUT[rows][:, :, None]
+    return out.reshape(rows.shape[0], PATCH_DIM)
+
+
 def _grid(t: int, height: int, width: int) -> torch.Tensor:
     return torch.tensor([t, height // PATCH_SIZE, width // PATCH_SIZE], dtype=torch.long)
 
@@ -249,13 +260,9 @@ def preprocess_images(
             resized.append(_resize(rgb, smart_resize(rgb.shape[0], rgb.shape[1], FACTOR, min_pixels, max_pixels)))
     grid = torch.stack([_grid(1, r.shape[0], r.shape[1]) for r in resized])
     if len({r.shape for r in resized}) == 1:
-        batch = np.stack(resized)
-        stills = np.broadcast_to(batch[:, None], (batch.shape[0], TEMPORAL_PATCH_SIZE, *batch.shape[1:]))
-        pixel_values = _patchify(stills)
+        pixel_values = _patchify_stills(np.stack(resized))
     else:
-        pixel_values = np.concatenate(
-            [_patchify(np.broadcast_to(r[None, None], (1, TEMPORAL_PATCH_SIZE, *r.shape))) for r in resized]
-        )
+        pixel_values = np.concatenate([_patchify_stills(r[None]) for r in resized])
     return torch.from_numpy(pixel_values), grid
 
 

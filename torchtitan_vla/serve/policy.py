@@ -7,7 +7,9 @@ The export folder (written by the trainer at the end of a job):
 * ``config.json``: the resolved JobConfig as a dict (one key per section) plus ``camera_keys`` (the
   dataset cameras, in prompt order), ``state_dim``, ``action_dim`` (the robot's real widths) and
   ``norm_stats`` = ``{"mode": "mean_std" | "quantile" | "none", "state": {mean, std, q01, q99, ...},
-  "action": {...}}`` (the statistics the training data was normalized with);
+  "action": {...}}`` (the statistics the training data was normalized with) and, optionally,
+  ``action_transform`` (data/action_transform.py: the source's picked dimensions and delta actions; the
+  client sends the stored state and gets absolute actions back);
 * ``tokenizer.json``.
 
 Observation -> ``Batch`` goes through the data pipeline's own pieces (prompt rendering, image resizing and
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from torchtitan_vla.config import JobConfig, config_from_dict
+from torchtitan_vla.data.action_transform import ActionTransform
 from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.data.normalize import Normalizer
 from torchtitan_vla.data.prompts import PromptBuilder
@@ -67,6 +70,7 @@ def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
     sections = {f.name for f in fields(JobConfig)}
     cfg = config_from_dict({k: v for k, v in raw.items() if k in sections}, str(path))
     extras = {k: raw[k] for k in _EXPORT_EXTRA_KEYS}
+    extras["action_transform"] = raw.get("action_transform") or {}  # exports before it: no transform
     if not extras["action_dim"] or not cfg.action_expert.enable:
         raise ValueError(f"{path}: this export has no action expert or no robot data (a VLM-only stage?); "
                          "nothing to serve")
@@ -81,6 +85,8 @@ class PreparedObservation:
     """A checked observation waiting for its batch: the model input and its own flow noise."""
 
     sample: Sample
+    state: np.ndarray
+    """(state_dim,) the request's stored (raw) state: delta actions are made absolute against it."""
     noise: torch.Tensor
     """(1, H, max_action_dim) float32."""
 
@@ -117,6 +123,7 @@ class Policy:
         mode = stats.get("mode", "mean_std")
         self.state_norm = Normalizer(mode, _arrays(stats["state"]), "state")
         self.action_norm = Normalizer(mode, _arrays(stats["action"]), "action")
+        self.transform = ActionTransform.from_dict(extras.get("action_transform"))
         self.key_map = key_map or ObservationKeyMap.default(self.camera_keys)
         self.key_map.check_cameras(self.camera_keys)
         self.prompts = PromptBuilder(tokenizer, cfg.data)
@@ -198,13 +205,16 @@ class Policy:
 
     def sample(self, obs: dict[str, Any]) -> Sample:
         """The checked, normalized model input of one raw observation; a bad one raises ``ObservationError``."""
+        return self._sample(obs, self._state(obs) if isinstance(obs, dict) else None)
+
+    def _sample(self, obs: dict[str, Any], state: np.ndarray) -> Sample:
         if not isinstance(obs, dict):
             raise ObservationError(f"an observation must be a dict, got {type(obs).__name__}")
         by_camera = {cam: self._image(obs, key) for key, cam in self.key_map.images.items()}
         expert = self.cfg.action_expert
         sample = robot_sample(
             self.prompts, [by_camera[cam] for cam in self.camera_keys], self.cfg.data.image_size,
-            self._prompt(obs), self.state_norm(self._state(obs)),
+            self._prompt(obs), self.state_norm(self.transform.state(state)),
             np.zeros((self.horizon, self.action_dim), np.float32), np.zeros(self.horizon, bool), self.dim_mask,
             max_state_dim=expert.max_state_dim, max_action_dim=expert.max_action_dim,
             state_mode=expert.state_mode, state_bins=expert.state_bins,
@@ -228,13 +238,20 @@ class Policy:
     def prepare(self, obs: dict[str, Any]) -> PreparedObservation:
         """``sample(obs)`` plus this request's flow noise, drawn now from torch's global RNG (one
         (1, H, max_action_dim) draw per request, in the order requests are prepared)."""
-        sample = self.sample(obs)
+        if not isinstance(obs, dict):
+            raise ObservationError(f"an observation must be a dict, got {type(obs).__name__}")
+        state = self._state(obs)
+        sample = self._sample(obs, state)
+
+        def to_model(absolute: np.ndarray) -> np.ndarray:  # the client's previous chunk, as the model sees it
+            return self.action_norm(self.transform.to_model(state, absolute))
+
         try:  # the optional real-time-chunking keys (serve/rtc_keys.py)
-            rtc = rtc_inputs(obs, self.cfg, self.action_norm, self.action_dim, self.device)
+            rtc = rtc_inputs(obs, self.cfg, to_model, self.action_dim, self.device)
         except ValueError as err:
             raise ObservationError(str(err)) from None
         noise = torch.randn((1, self.horizon, self.cfg.action_expert.max_action_dim), device=self.device)
-        return PreparedObservation(sample, noise, rtc)
+        return PreparedObservation(sample, state, noise, rtc)
 
     @torch.no_grad()  # not inference_mode: real-time chunking's guidance records one backward per step
     def infer_prepared(self, prepared: list[PreparedObservation]) -> list[dict[str, Any]]:
@@ -255,7 +272,8 @@ class Policy:
                                                 rtc=p.rtc)[0]
                 chunks[i] = row[:, : self.action_dim].float().cpu().numpy()
         timing = {"infer_ms": (time.perf_counter() - start) * 1000, "batch_size": len(prepared)}
-        return [{"actions": self.action_norm.inverse(chunk), "policy_timing": dict(timing)} for chunk in chunks]
+        return [{"actions": self.transform.to_robot(p.state, self.action_norm.inverse(chunk)), "policy_timing": dict(timing)}
+                for p, chunk in zip(prepared, chunks)]
 
     def infer_batch(self, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``[infer(obs) for obs in observations]`` in one model call: the same noise draws, in the same order,

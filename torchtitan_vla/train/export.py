@@ -32,10 +32,6 @@ from torchtitan_vla.utils.logging import logger
 VLM_CONFIG_DIR = "vlm"  # the VLM architecture (HF config.json), relative to the export folder
 
 
-def _as_lists(stats: dict) -> dict:
-    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in (stats or {}).items()}
-
-
 def policy_metadata(cfg: JobConfig) -> dict:
     """Cameras, real state/action widths and normalization statistics of the stage's robot source.
 
@@ -47,24 +43,12 @@ def policy_metadata(cfg: JobConfig) -> dict:
     if not robots:
         return {"camera_keys": [], "state_dim": 0, "action_dim": 0,
                 "norm_stats": {"mode": "none", "state": {}, "action": {}}}
-    from torchtitan_vla.data.lerobot import LeRobotReader
-    from torchtitan_vla.data.normalize import load_stats_file
+    from torchtitan_vla.data.robot import policy_extras
 
     src = robots[0]
     if len(robots) > 1:
         logger.warning(f"export: {len(robots)} robot sources; the policy uses the cameras and statistics of '{src.name}'")
-    reader = LeRobotReader(src.path, src.state_key, src.action_key, src.camera_keys, src.episodes)
-    stats = load_stats_file(src.stats_path) if src.stats_path else reader.stats()
-    return {
-        "camera_keys": reader.camera_keys,
-        "state_dim": int(reader.state.shape[1]),
-        "action_dim": int(reader.action.shape[1]),
-        "norm_stats": {
-            "mode": src.normalization,
-            "state": _as_lists(stats.get(src.state_key)),
-            "action": _as_lists(stats.get(src.action_key)),
-        },
-    }
+    return policy_extras(src)
 
 
 def _export_dtype(cfg_value: str) -> torch.dtype:
