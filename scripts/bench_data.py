@@ -115,13 +115,23 @@ def project_loader(root: str, tokenizer, workers: int, mode: str):
 
 
 def side_main(args) -> None:
-    """``--side-lerobot ROOT WORKERS BATCHES``: one LeRobot measurement, JSON on stdout."""
+    """``--side MODE ROOT WORKERS BATCHES``: one measurement in a fresh process (a process that decoded
+    video itself must not fork loader workers afterwards), JSON on stdout."""
     import torch
 
-    torch.set_num_threads(1)
-    root, workers, count = args.side_lerobot[0], int(args.side_lerobot[1]), int(args.side_lerobot[2])
-    backend, batches = lerobot_loader(root, workers)
-    print(json.dumps({**timed(batches, count, warmup=max(2, 2 * workers)), "video_backend": backend}))
+    torch.set_num_threads(1)  # in-process loading gets one core, like each worker (mixture.worker_init)
+    mode, root, workers, count = args.side[0], args.side[1], int(args.side[2]), int(args.side[3])
+    extra = {}
+    if mode == "lerobot":
+        extra["video_backend"], batches = lerobot_loader(root, workers)
+    else:
+        from torchtitan_vla.processing.tokenizer import Tokenizer
+
+        batches = project_loader(root, Tokenizer.from_file(os.path.join(os.path.dirname(root), "tokenizer.json")),
+                                 workers, mode)
+    print(json.dumps({**timed(batches, count, warmup=max(2, 2 * workers)), **extra}))
+    sys.stdout.flush()
+    os._exit(0)  # skip the loaders' shutdown
 
 
 def main() -> None:
@@ -133,19 +143,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100, help="frames per episode")
     parser.add_argument("--lerobot-python", default="", help="interpreter of a venv with lerobot installed")
     parser.add_argument("--out", default="bench_data.json")
-    parser.add_argument("--side-lerobot", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--side", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side_lerobot:
+    if args.side:
         return side_main(args)
-    import torch
-
     from torchtitan_vla.data import write_lerobot_dataset
     from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
     from torchtitan_vla.tools.synthetic_data import synthetic_episodes
 
-    torch.set_num_threads(1)  # in-process loading gets one core, like each worker (mixture.worker_init)
     work = tempfile.mkdtemp(prefix="bench_data_")
-    tokenizer = build_debug_tokenizer(os.path.join(work, "tokenizer.json"))
+    build_debug_tokenizer(os.path.join(work, "tokenizer.json"))
     episodes = synthetic_episodes(args.episodes, args.frames, CAMERAS, size=224, state_dim=14, action_dim=14)
     root = write_lerobot_dataset(os.path.join(work, "ds"), episodes, fps=FPS, version="v3.0")
     count = max(1, args.samples // BATCH)
@@ -154,16 +161,12 @@ def main() -> None:
     for round_ in range(args.rounds):
         for workers in args.workers:
             for mode in modes:
-                if mode == "lerobot":
-                    out = subprocess.run([args.lerobot_python, __file__, "--side-lerobot", root, str(workers), str(count)],
-                                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-                    if out.returncode:
-                        raise SystemExit(f"lerobot run failed: {out.stderr[-2000:]}")
-                    result = json.loads(out.stdout.strip().splitlines()[-1])
-                else:
-                    batches = project_loader(root, tokenizer, workers, mode)
-                    result = timed(batches, count, warmup=max(2, 2 * workers))
-                    batches.close()
+                python = args.lerobot_python if mode == "lerobot" else sys.executable
+                out = subprocess.run([python, __file__, "--side", mode, root, str(workers), str(count)],
+                                     capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                if out.returncode:
+                    raise SystemExit(f"{mode} run failed: {out.stderr[-2000:]}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
                 runs.append({"round": round_, "mode": mode, "workers": workers, **result})
                 print(f"round {round_} workers={workers} {mode:8s}: {result['samples_per_s']:7.1f} samples/s, "
                       f"{result['samples_per_cpu_s']:7.1f} per CPU-second", flush=True)

@@ -202,7 +202,7 @@ class _StageCheck:
                 (expert.max_state_dim, expert.max_action_dim), ("action_expert.max_state_dim", "action_expert.max_action_dim"),
             ):
                 if width > limit:
-                    self.fail(f"{prefix}.{key}", f"'{name}' of {src.path} is {width} wide (as selected), more than "
+                    self.fail(f"{prefix}.{key}", f"'{name}' of {src.path} is {width} wide, more than "
                                                  f"{limit_key} {limit}")
             if transform.is_delta and not src.stats_path and src.normalization != "none":
                 self.fail(f"{prefix}.stats_path", "delta_action_dims need statistics of the delta actions: run "
