@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tests.train.standin import standin_spec
@@ -12,6 +13,9 @@ from torchtitan_vla.train.main import run
 HERE = Path(__file__).resolve().parent
 
 CONFIG = HERE / "standin.toml"
+REPO = HERE.parents[1]
+STANDIN_COMMAND = [sys.executable, "-m", "tests.train.run_standin"]
+"""``train.py`` with the stand-in model and data as a process; run it with ``cwd=REPO`` (``tests`` is a package)."""
 
 
 def train(dump_folder: Path, *overrides: str, name: str = "standin") -> tuple[int, Path]:

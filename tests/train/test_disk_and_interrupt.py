@@ -5,12 +5,11 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import torch.distributed.checkpoint.filesystem as dcp_filesystem
 
-from tests.train.helpers import CONFIG, HERE, train
+from tests.train.helpers import CONFIG, REPO, STANDIN_COMMAND, train
 from torchtitan_vla.train.checkpoint import check_complete
 from torchtitan_vla.train.main import EXIT_ABORTED, EXIT_DISK_FULL
 from torchtitan_vla.train.signals import PreemptionHandler
@@ -47,8 +46,8 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoints(
 
 def _interrupt(tmp_path) -> tuple[int, str]:
     long = ["--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=100000", "--checkpoint.interval=100000"]
-    cmd = [sys.executable, str(HERE / "run_standin.py"), "--config", str(CONFIG), f"--job.dump_folder={tmp_path}", *long]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [*STANDIN_COMMAND, "--config", str(CONFIG), f"--job.dump_folder={tmp_path}", *long]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
         for line in proc.stdout:
             if "step 3/" in line:

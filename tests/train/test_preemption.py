@@ -2,11 +2,10 @@
 
 import signal
 import subprocess
-import sys
 
 import pytest
 
-from tests.train.helpers import CONFIG, HERE
+from tests.train.helpers import CONFIG, REPO, STANDIN_COMMAND
 from torchtitan_vla.train.checkpoint import check_complete, read_meta
 
 LONG = ["--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=100000", "--checkpoint.interval=100000"]
@@ -14,8 +13,8 @@ LONG = ["--curriculum.only_stage=vlm", "--curriculum.stages.vlm.steps=100000", "
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_preemption_signal_saves_at_the_next_step_and_exits_0(tmp_path, sig):
-    cmd = [sys.executable, str(HERE / "run_standin.py"), "--config", str(CONFIG), f"--job.dump_folder={tmp_path}", *LONG]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [*STANDIN_COMMAND, "--config", str(CONFIG), f"--job.dump_folder={tmp_path}", *LONG]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
         for line in proc.stdout:
             if "step 3/" in line:
