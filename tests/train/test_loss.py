@@ -8,7 +8,7 @@ import torch
 from tests.models.vla.helpers import make_batch, tiny_vla
 from torchtitan_vla.models.vla import ForwardOptions, LossSums
 from torchtitan_vla.train.forward_backward import forward_backward
-from torchtitan_vla.train.loss import LOSS_TERMS, LossWeights, normalized_loss, per_sample_counts, target_counts
+from torchtitan_vla.train.loss import LOSS_TERMS, LossWeights, global_counts, normalized_loss, per_sample_counts
 
 
 def test_normalized_loss_divides_by_global_counts_and_keeps_empty_terms_in_the_graph():
@@ -25,10 +25,10 @@ def test_target_counts_come_from_the_batch_before_forward():
     vla = tiny_vla()
     batch = make_batch(vla, batch_size=2, padding=(0, 2), action_dims=(3, 2), steps=(4, 2))
     counts = per_sample_counts(batch)
-    assert counts["text"].tolist() == (batch.labels != -100).sum(dim=1).tolist()
+    assert counts[0].tolist() == (batch.labels != -100).sum(dim=1).tolist()
     horizon = vla.expert_cfg.action_horizon
-    assert counts["action"].tolist() == [3 * min(4, horizon), 2 * min(2, horizon)]
-    assert target_counts(batch).tolist() == [float(counts[t].sum()) for t in LOSS_TERMS]
+    assert counts[1].tolist() == [3 * min(4, horizon), 2 * min(2, horizon)]
+    assert global_counts([counts, counts], None).tolist() == [2 * float(counts[i].sum()) for i in range(len(LOSS_TERMS))]
 
 
 def test_model_sums_are_zero_exactly_where_the_batch_counts_no_target():
@@ -38,10 +38,10 @@ def test_model_sums_are_zero_exactly_where_the_batch_counts_no_target():
     batch.labels[1] = -100
     sums = vla(batch, options=ForwardOptions())
     counts = per_sample_counts(batch)
-    for term in LOSS_TERMS:
+    for i, term in enumerate(LOSS_TERMS):
         per_sample = getattr(sums, term)
         assert per_sample.shape == (2,)
-        assert bool(per_sample[counts[term] == 0].eq(0).all()) and bool(per_sample[counts[term] > 0].gt(0).all())
+        assert bool(per_sample[counts[i] == 0].eq(0).all()) and bool(per_sample[counts[i] > 0].gt(0).all())
 
 
 def test_forward_backward_without_backward_leaves_no_gradient():
@@ -51,5 +51,6 @@ def test_forward_backward_without_backward_leaves_no_gradient():
         losses = forward_backward(vla, [batch], weights=LossWeights(), options=ForwardOptions(), dp_mesh=None,
                                   backward=False)
     assert all(p.grad is None for p in vla.parameters())
-    assert losses.counts.tolist() == target_counts(batch).tolist()
+    assert losses.counts.tolist() == per_sample_counts(batch).sum(dim=1).tolist()
     assert losses.by_source[1].sum() == losses.counts[0] and losses.by_source[3].sum() == losses.counts[1]
+    assert losses.sums.tolist() == [losses.by_source[0].sum().item(), losses.by_source[2].sum().item()]

@@ -34,28 +34,23 @@ class LossWeights:
     action: float = 1.0
 
 
-def target_counts(batch: Batch) -> torch.Tensor:
-    """(len(LOSS_TERMS),) float64 per-sample-summed counts of this batch's targets, in ``LOSS_TERMS`` order."""
-    return torch.stack([per_sample_counts(batch)[term].sum() for term in LOSS_TERMS]).double()
-
-
-def per_sample_counts(batch: Batch) -> dict[str, torch.Tensor]:
-    """``{term: (B,) long}`` targets of each sample: labelled tokens, valid action elements."""
-    counts = {"text": (batch.labels != IGNORE_INDEX).sum(dim=1)}
-    if batch.actions is None:
-        counts["action"] = torch.zeros_like(counts["text"])
-    else:
+def per_sample_counts(batch: Batch) -> torch.Tensor:
+    """(len(LOSS_TERMS), B) float64 targets of each sample, in ``LOSS_TERMS`` order: labelled tokens, valid
+    action elements."""
+    text = (batch.labels != IGNORE_INDEX).sum(dim=1)
+    action = torch.zeros_like(text)
+    if batch.actions is not None:
         has_actions = batch.has_actions
         if has_actions is None:
             has_actions = torch.ones(batch.num_samples, dtype=torch.bool, device=batch.actions.device)
-        valid = valid_action_mask(batch.action_dim_mask, batch.action_is_pad, has_actions)
-        counts["action"] = valid.sum(dim=(1, 2))
-    return counts
+        action = valid_action_mask(batch.action_dim_mask, batch.action_is_pad, has_actions).sum(dim=(1, 2))
+    return torch.stack([text, action]).double()
 
 
-def global_target_counts(batches: Iterable[Batch], dp_mesh: DeviceMesh | None) -> torch.Tensor:
-    """Targets of every micro-batch of the step, summed over the data-parallel ranks (one all-reduce)."""
-    local = torch.stack([target_counts(b) for b in batches]).sum(dim=0)
+def global_counts(sample_counts: Iterable[torch.Tensor], dp_mesh: DeviceMesh | None) -> torch.Tensor:
+    """(len(LOSS_TERMS),) targets of every micro-batch of the step (``per_sample_counts`` of each), summed
+    over the data-parallel ranks in one all-reduce."""
+    local = torch.stack([counts.sum(dim=1) for counts in sample_counts]).sum(dim=0)
     return all_reduce_sum(local, dp_mesh)
 
 

@@ -328,13 +328,12 @@ class Trainer:
     def _log(self, step: int, losses: StepLosses, grad_norm: torch.Tensor, lrs: dict[str, float]) -> None:
         # Examples each source skipped in this stage so far (the loader's counts survive a resume), all ranks.
         skips = self.dataloader.skipped_per_source
-        skipped = losses.sums.new_tensor([skips[n] for n in self.dataloader.source_names])
-        reduced = dist_utils.all_reduce_sum(torch.cat([skipped, losses.sums, losses.by_source.flatten()]), self.dp_mesh)
-        skipped, reduced = reduced[: len(skipped)], reduced[len(skipped):]
-        terms = losses.term_losses(reduced[: len(LOSS_TERMS)])
+        skipped = losses.by_source.new_tensor([skips[n] for n in self.dataloader.source_names])
+        reduced = dist_utils.all_reduce_sum(torch.cat([skipped, losses.by_source.flatten()]), self.dp_mesh)
+        skipped, by_source = reduced[: len(skipped)], reduced[len(skipped):].view_as(losses.by_source)
+        terms = losses.term_losses(by_source[0::2].sum(dim=1))
         record: dict = {"stage": self.plan.stage.name, "loss": weighted_total(terms, self.weights)}
         record.update({f"loss/{t}": v for t, v in terms.items()})
-        by_source = reduced[len(LOSS_TERMS):].view_as(losses.by_source)
         for j, name in enumerate(self.dataloader.source_names):
             for i, term in enumerate(LOSS_TERMS):
                 if by_source[2 * i + 1, j] > 0:
