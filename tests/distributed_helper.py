@@ -76,3 +76,12 @@ def run_checks(build_checks) -> None:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
     dist.destroy_process_group()
+
+
+def checked_values(script: str | Path, folder: Path, nproc: int = 2, timeout: float = 300) -> dict:
+    """Launch a ``run_checks`` script and return what its checks measured (``{name: values}``)."""
+    import json
+
+    out = Path(folder) / "results.json"
+    run_torchrun(script, ["--out", str(out)], nproc=nproc, timeout=timeout)
+    return json.loads(out.read_text())

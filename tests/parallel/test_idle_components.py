@@ -3,13 +3,12 @@ still run, contribute exactly zero, and FSDP's collectives match across ranks.""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.distributed_helper import run_torchrun
+from tests.distributed_helper import checked_values
 from tests.models.vla.helpers import overfit_vla, single_thread  # noqa: F401
 from tests.parallel.idle_checks import text_only_batch
 from torchtitan_vla.parallel.parallelize import run_idle_components
@@ -44,9 +43,7 @@ def test_idle_components_run_and_contribute_exactly_zero():
 
 @pytest.mark.distributed
 def test_text_only_rank_and_robot_image_rank_step_together(tmp_path):
-    out = tmp_path / "idle.json"
-    run_torchrun(SCRIPT, ["--out", str(out)], nproc=2, timeout=240)
-    result = json.loads(out.read_text())["idle"]
+    result = checked_values(SCRIPT, tmp_path, timeout=240)["idle"]
     assert result["runs_idle_components"]
     assert len(result["losses"]) == 2
     assert result["losses"] == pytest.approx(result["reference"], rel=1e-5)

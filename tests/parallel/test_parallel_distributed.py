@@ -4,21 +4,18 @@ The launched script measures; these tests assert on what it returned."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.distributed_helper import run_torchrun
+from tests.distributed_helper import checked_values
 
 SCRIPT = Path(__file__).with_name("dist_checks.py")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("dist") / "results.json"
-    run_torchrun(SCRIPT, ["--out", str(out)], nproc=2, timeout=300)
-    return json.loads(out.read_text())
+    return checked_values(SCRIPT, tmp_path_factory.mktemp("dist"), timeout=300)
 
 
 @pytest.mark.distributed

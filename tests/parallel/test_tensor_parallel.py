@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed_helper import REPO_ROOT, run_torchrun
+from tests.distributed_helper import REPO_ROOT, checked_values
 
 SCRIPT = Path(__file__).with_name("tp_checks.py")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("tp") / "results.json"
-    run_torchrun(SCRIPT, ["--out", str(out)], nproc=2, timeout=600)
-    return json.loads(out.read_text())
+    return checked_values(SCRIPT, tmp_path_factory.mktemp("tp"), timeout=600)
 
 
 @pytest.mark.distributed
