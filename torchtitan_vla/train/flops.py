@@ -94,30 +94,35 @@ class FlopCounter:
             self.params[name] = count
             self.attention[name] = _attention_width(module)
 
-    def tokens(self, batch: Batch) -> dict[str, float]:
-        vision = 0.0
-        for pixels in (batch.pixel_values, batch.pixel_values_videos):
-            if pixels is not None:
-                vision += pixels.shape[0]
-        lengths = batch.attention_mask.sum(dim=1).double()
-        expert = 0.0
-        robot = self._robot_rows(batch)
-        if robot is not None:
-            expert = float(robot.sum()) * self.expert_layout.suffix_tokens
-            if self.expert_layout.reads_context:
-                expert += float(lengths[robot].sum())
-        return {"vision": vision, "decoder": float(lengths.sum()), "expert": expert}
-
     def batch_flops(self, batch: Batch, trainable: list[str]) -> dict[str, float]:
         """FLOPs of one forward (+ backward for trainable components) of ``batch``, per component."""
-        tokens = self.tokens(batch)
-        pairs = self._attention_pairs(batch)
+        tokens, pairs = self._tokens_and_pairs(batch)
         out = {}
         for name in self.params:
             mult = 3.0 if name in trainable else 1.0
             layers, width = self.attention.get(name, (0, 0))
-            out[name] = mult * (2.0 * self.params[name] * tokens.get(name, 0) + 4.0 * layers * width * pairs.get(name, 0))
+            out[name] = mult * (2.0 * self.params[name] * tokens[name] + 4.0 * layers * width * pairs[name])
         return out
+
+    def _tokens_and_pairs(self, batch: Batch) -> tuple[dict[str, float], dict[str, float]]:
+        """Tokens each component processes and the (query, key) pairs it attends, per component."""
+        lengths = batch.attention_mask.sum(dim=1).double()
+        tokens = {"vision": 0.0, "decoder": float(lengths.sum()), "expert": 0.0}
+        pairs = {"vision": 0.0, "decoder": float((lengths * (lengths + 1) / 2).sum()), "expert": 0.0}
+        for pixels, grid in ((batch.pixel_values, batch.image_grid_thw), (batch.pixel_values_videos, batch.video_grid_thw)):
+            if pixels is not None:
+                tokens["vision"] += pixels.shape[0]
+                per_frame = (grid[:, 1] * grid[:, 2]).double()
+                pairs["vision"] += float((grid[:, 0].double() * per_frame**2).sum())
+        robot = self._robot_rows(batch)
+        if robot is not None:
+            suffix, context = self.expert_layout.suffix_tokens, lengths[robot]
+            tokens["expert"] = float(robot.sum()) * suffix
+            pairs["expert"] = float((suffix * (context + suffix)).sum())
+            if self.expert_layout.reads_context:
+                tokens["expert"] += float(context.sum())
+                pairs["expert"] += float((context**2).sum())
+        return tokens, pairs
 
     def _robot_rows(self, batch: Batch) -> torch.Tensor | None:
         """(B,) bool rows the expert is trained on, or None when the expert has no work in this batch."""
@@ -126,22 +131,3 @@ class FlopCounter:
         if batch.has_actions is None:
             return torch.ones(batch.num_samples, dtype=torch.bool)
         return batch.has_actions.bool()
-
-    def _attention_pairs(self, batch: Batch) -> dict[str, float]:
-        """(query, key) pairs attended per component."""
-        vision = 0.0
-        for grid in (batch.image_grid_thw, batch.video_grid_thw):
-            if grid is not None and len(grid):
-                per_frame = (grid[:, 1] * grid[:, 2]).double()
-                vision += float((grid[:, 0].double() * per_frame**2).sum())
-        lengths = batch.attention_mask.sum(dim=1).double()
-        decoder = float((lengths * (lengths + 1) / 2).sum())
-        expert = 0.0
-        robot = self._robot_rows(batch)
-        if robot is not None:
-            suffix = self.expert_layout.suffix_tokens
-            context = lengths[robot]
-            expert = float((suffix * (context + suffix)).sum())
-            if self.expert_layout.reads_context:
-                expert += float((context**2).sum())
-        return {"vision": vision, "decoder": decoder, "expert": expert}
