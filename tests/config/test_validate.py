@@ -47,6 +47,12 @@ def test_the_base_job_is_accepted(job):
         (("--action_expert.max_state_dim=1",),
          ["stage 'cotrain'", "'data.sources[1].state_key' 'observation.state'", "is 2 wide, more than action_expert.max_state_dim 1"]),
         (("--action_expert.max_action_dim=1",), ["'data.sources[1].action_key'", "more than action_expert.max_action_dim 1"]),
+        (("--parallelism.expert_parallel_degree=2",),
+         ["'parallelism.expert_parallel_degree' = 2 needs an MoE model; model.flavor 'debug' has no experts"]),
+        (("--model.flavor=debug-moe", "--parallelism.expert_parallel_degree=3"),
+         ["'parallelism.expert_parallel_degree' = 3 does not divide the 8 experts of model.flavor 'debug-moe'"]),
+        (("--model.flavor=debug-moe", "--parallelism.expert_parallel_degree=2", "--parallelism.data_parallel_shard_degree=3"),
+         ["'parallelism.expert_parallel_degree' = 2 does not divide parallelism.data_parallel_shard_degree 3"]),
     ],
 )
 def test_cross_check_refused_on_the_command_line(job, cli, fragments):

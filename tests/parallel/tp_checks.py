@@ -91,15 +91,15 @@ def check_placements(reference) -> dict:
             "local_optimizer_state": state, "total_params": sum(p.numel() for p in model.parameters())}
 
 
-def saved_and_reloaded_loss(reference, save_cfg, load_cfg) -> dict:
-    """Train one step under ``save_cfg``, save with DCP, load into a fresh model under ``load_cfg``:
+def saved_and_reloaded_loss(reference, save_cfg, load_cfg, fresh=tiny_vla) -> dict:
+    """Train one step under ``save_cfg``, save with DCP, load into a ``fresh()`` model under ``load_cfg``:
     the next step's loss under both layouts."""
     folder = [tempfile.mkdtemp(prefix="dcp_tp_") if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(folder)
     saver, dims = sharded_copy(reference, save_cfg)
     train(saver, dims if dims.dp_world_size > 1 else None, 1)
     dcp.save(saver.state_dict(), checkpoint_id=folder[0])
-    loader, load_dims = sharded_copy(tiny_vla(), load_cfg)  # different weights until loaded
+    loader, load_dims = sharded_copy(fresh(), load_cfg)  # different weights until loaded
     state = loader.state_dict()
     dcp.load(state, checkpoint_id=folder[0])
     loader.load_state_dict(state)

@@ -10,7 +10,7 @@ StateMode = Literal["continuous", "discrete"]
 TimeConditioning = Literal["mlp", "adarms"]
 PrefixAttention = Literal["causal", "bidirectional"]
 RTCSchedule = Literal["exp", "linear", "ones", "zeros"]
-Flavor = Literal["debug", "2B", "4B", "8B", "32B", "30B-A3B", "235B-A22B"]
+Flavor = Literal["debug", "debug-moe", "2B", "4B", "8B", "32B", "30B-A3B", "235B-A22B"]
 """The names of ``models.qwen3_vl.args.FLAVORS`` (a test keeps the two equal)."""
 AttentionBackend = Literal["sdpa", "flex"]
 LoRATarget = Literal["wq", "wk", "wv", "wo", "w1", "w2", "w3"]

@@ -23,6 +23,12 @@ class Parallelism:
     """Ranks that split each layer's heads and MLP (innermost mesh dimension: keep it within a node).
     Must divide the decoder's and vision encoder's head counts and the decoder's KV heads."""
 
+    expert_parallel_degree: PositiveInt = 1
+    """Ranks that split each MoE layer's experts, carved from ``data_parallel_shard_degree`` (which it
+    must divide, like the number of experts; MoE flavors only). Tokens reach their experts' ranks by
+    all-to-all; each rank keeps ``num_experts / expert_parallel_degree`` experts, FSDP-sharded over the
+    rest of the shard dimension."""
+
     fsdp_reshard_after_forward: ReshardPolicy = "default"
     """``default`` (reshard blocks, keep the final norm and head), ``always`` or ``never``."""
 

@@ -73,6 +73,7 @@ class _StageCheck:
         self.training()
         self.checkpoint()
         self.paths()
+        self.parallelism()
         self.lerobot()
 
     def name_in(self, key: str, name: str, valid: list[str] | tuple[str, ...], what: str) -> None:
@@ -170,6 +171,25 @@ class _StageCheck:
         if cfg.eval.closed_loop_episodes > 0 and cfg.eval.toyworld_data and not os.path.isdir(cfg.eval.toyworld_data):
             self.fail("eval.toyworld_data", f"= '{cfg.eval.toyworld_data}' does not exist (evaluation is on: "
                                             f"eval.closed_loop_episodes = {cfg.eval.closed_loop_episodes})")
+
+    def parallelism(self) -> None:
+        p = self.cfg.parallelism
+        ep = p.expert_parallel_degree
+        if ep == 1:
+            return
+        from ..models.vla.build import vlm_args  # the flavor table or the HF config.json
+
+        experts = vlm_args(self.cfg.model).text.num_experts
+        if not experts:
+            self.fail("parallelism.expert_parallel_degree", f"= {ep} needs an MoE model; model.flavor "
+                                                            f"'{self.cfg.model.flavor}' has no experts")
+        if experts % ep:
+            self.fail("parallelism.expert_parallel_degree", f"= {ep} does not divide the {experts} experts "
+                                                            f"of model.flavor '{self.cfg.model.flavor}'")
+        if p.data_parallel_shard_degree != -1 and p.data_parallel_shard_degree % ep:
+            self.fail("parallelism.expert_parallel_degree", f"= {ep} does not divide "
+                                                            f"parallelism.data_parallel_shard_degree "
+                                                            f"{p.data_parallel_shard_degree}")
 
     def used_sources(self) -> list[tuple[int, DataSource]]:
         data = self.cfg.data

@@ -27,8 +27,11 @@ class ParallelDims:
     world_size: int
     device_type: str = "cpu"
     tp: int = 1
+    ep: int = 1
+    """Expert-parallel degree: a factor of ``dp_shard`` (see ``ep_mesh``)."""
     _mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
     _flat_dp_mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
+    _ep_world: DeviceMesh | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # The degrees' own ranges are checked when the configuration loads; the world size is known only now.
@@ -46,6 +49,11 @@ class ParallelDims:
                 f"data_parallel_shard_degree={self.dp_shard} x tensor_parallel_degree={self.tp} = "
                 f"{self.dp_replicate * self.dp_shard * self.tp}, but the world size is {self.world_size}"
             )
+        if self.dp_shard % self.ep:
+            raise ValueError(
+                f"parallelism: expert_parallel_degree={self.ep} does not divide the data-parallel shard "
+                f"degree {self.dp_shard}"
+            )
 
     @classmethod
     def from_config(cls, cfg: Parallelism, world_size: int | None = None, device_type: str | None = None):
@@ -56,6 +64,7 @@ class ParallelDims:
             world_size=dist_utils.world_size() if world_size is None else world_size,
             device_type=device_type or dist_utils.device_type(),
             tp=cfg.tensor_parallel_degree,
+            ep=cfg.expert_parallel_degree,
         )
 
     @property
@@ -77,6 +86,10 @@ class ParallelDims:
         return self.tp > 1
 
     @property
+    def ep_enabled(self) -> bool:
+        return self.ep > 1
+
+    @property
     def mesh(self) -> DeviceMesh:
         """The world mesh, built on first use (needs an initialised process group)."""
         self._build_meshes()
@@ -89,6 +102,12 @@ class ParallelDims:
             )
             # Kept as an object: slicing a flattened dimension back out of the root mesh is deprecated.
             self._flat_dp_mesh = self._mesh["dp_replicate", "dp_shard"]._flatten("dp")
+            if self.ep_enabled:
+                # torchtitan's split of the shard dimension: the EP ranks are its inner, contiguous part,
+                # the outer part (dp_shard_mod_ep) shards each expert further.
+                self._ep_world = self._mesh._unflatten(
+                    "dp_shard", (self.dp_shard // self.ep, self.ep), ("dp_shard_mod_ep", "ep")
+                )
 
     @property
     def fsdp_mesh(self) -> DeviceMesh | None:
@@ -105,6 +124,23 @@ class ParallelDims:
     def tp_mesh(self) -> DeviceMesh | None:
         """The 1-D tensor-parallel mesh (None without TP)."""
         return self.mesh["tp"] if self.tp_enabled else None
+
+    @property
+    def ep_mesh(self) -> DeviceMesh | None:
+        """The 1-D expert-parallel mesh: ``ep`` consecutive ranks of the shard dimension (None without EP)."""
+        self._build_meshes()
+        return self._ep_world["ep"] if self.ep_enabled else None
+
+    @property
+    def expert_fsdp_mesh(self) -> DeviceMesh | None:
+        """The mesh expert weights are FSDP-sharded on under EP: what is left of the data-parallel dimensions
+        (replicate x dp_shard / ep). None without EP."""
+        if not self.ep_enabled:
+            return None
+        self._build_meshes()
+        if self.hsdp_enabled:
+            return self._ep_world["dp_replicate", "dp_shard_mod_ep"]
+        return self._ep_world["dp_shard_mod_ep"]
 
     @property
     def dp_mesh(self) -> DeviceMesh | None:

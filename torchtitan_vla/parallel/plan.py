@@ -2,7 +2,7 @@
 
     python -m torchtitan_vla.parallel.plan --config X.toml [--world-size N] [--json]
 
-builds the VLA on the meta device, applies the real ``parallelize_vla`` (TP, AC, FSDP/HSDP) under a fake
+builds the VLA on the meta device, applies the real ``parallelize_vla`` (TP, EP, AC, FSDP/HSDP) under a fake
 process group of the requested world size, and reads each parameter's local shard: parameter,
 gradient and AdamW-state bytes are therefore the shards the trainer would hold, not a formula. The
 activation figure is an estimate (see ``activation_bytes``). A layout that cannot work is refused with
@@ -24,6 +24,7 @@ from torchtitan_vla.config import ConfigError, JobConfig, parse_command_line
 from torchtitan_vla.config.loader import load_config
 from torchtitan_vla.config.stages import resolve_stages
 
+from .expert_parallel import check_ep
 from .fsdp import dtype_from_name
 from .parallel_dims import ParallelDims
 from .parallelize import parallelize_vla
@@ -59,6 +60,7 @@ def check_layout(cfg: JobConfig, world_size: int) -> ParallelDims:
     dims = ParallelDims.from_config(cfg.parallelism, world_size=world_size, device_type="cpu")
     text = vlm_args(cfg.model, None).text
     check_tp_heads(text.n_heads, text.n_kv_heads, dims.tp, f"flavor {cfg.model.flavor!r}")
+    check_ep(text.num_experts, dims.ep, f"flavor {cfg.model.flavor!r}")
     return dims
 
 
@@ -142,7 +144,8 @@ def render(cfg: JobConfig, world_size: int, plans: list[RankPlan]) -> str:
     dims = ParallelDims.from_config(cfg.parallelism, world_size=world_size, device_type="cpu")
     lines = [
         f"# flavor {cfg.model.flavor}, world {world_size} = dp_replicate {dims.dp_replicate} x dp_shard "
-        f"{dims.dp_shard} x tp {dims.tp}; AC {cfg.activation_checkpoint.mode}",
+        f"{dims.dp_shard} x tp {dims.tp}{f' (ep {dims.ep} within dp_shard)' if dims.ep_enabled else ''}; "
+        f"AC {cfg.activation_checkpoint.mode}",
         "# rank | params GiB | grads GiB | optimizer GiB | activations GiB (est.) | total GiB",
     ]
     for r in plans:

@@ -302,6 +302,17 @@ FLAVORS: dict[str, Qwen3VLArgs] = {
         image_token_id=1015, video_token_id=1016, vision_start_token_id=1012, vision_end_token_id=1013,
         bos_token_id=1003, eos_token_id=1005,
     ),
+    # The debug flavor with routed experts in every other layer (layers 1 and 3): expert-parallel tests.
+    # 2 x moe_intermediate_size != dim, or the two layouts of the fused gate_up tensor look alike.
+    "debug-moe": Qwen3VLArgs(
+        text=TextArgs(vocab_size=1024, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=16,
+                      intermediate_size=128, mrope_section=(4, 2, 2), max_position_embeddings=4096,
+                      num_experts=8, num_experts_per_tok=2, moe_intermediate_size=48, decoder_sparse_step=2),
+        vision=VisionArgs(depth=2, dim=64, n_heads=4, intermediate_size=128, num_position_embeddings=64,
+                          deepstack_visual_indexes=(0, 1)),
+        image_token_id=1015, video_token_id=1016, vision_start_token_id=1012, vision_end_token_id=1013,
+        bos_token_id=1003, eos_token_id=1005,
+    ),
     "2B": _released(TextArgs(dim=2048, n_layers=28, n_heads=16, n_kv_heads=8, intermediate_size=6144,
                              tie_word_embeddings=True), small_vit=True),
     "4B": _released(TextArgs(dim=2560, n_layers=36, n_heads=32, n_kv_heads=8, intermediate_size=9728,

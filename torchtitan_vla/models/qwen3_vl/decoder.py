@@ -112,6 +112,18 @@ class FeedForward(nn.Module):
             nn.init.trunc_normal_(linear.weight, std=std)
 
 
+def grouped_swiglu(
+    x: torch.Tensor, offsets: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor
+) -> torch.Tensor:
+    """SwiGLU of each expert over its rows: x (N, D) sorted by expert, offsets (E,) int32 cumulative row
+    counts, w1/w3 (E, I, D), w2 (E, D, I) -> (N, D)."""
+
+    def grouped(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch._grouped_mm(a, w.transpose(-2, -1), offsets)
+
+    return grouped(F.silu(grouped(x, w1)) * grouped(x, w3), w2)
+
+
 class GroupedExperts(nn.Module):
     """E SwiGLU experts stored as stacked weights: w1, w3 (E, I, D) and w2 (E, D, I) (the released layout).
 
@@ -127,11 +139,7 @@ class GroupedExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """x (N, D) sorted by expert, offsets (E,) int32 cumulative row counts -> (N, D)."""
-
-        def grouped(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            return torch._grouped_mm(a, w.transpose(-2, -1), offsets)
-
-        return grouped(F.silu(grouped(x, self.w1)) * grouped(x, self.w3), self.w2)
+        return grouped_swiglu(x, offsets, self.w1, self.w2, self.w3)
 
     def init_weights(self, std: float = INIT_STD) -> None:
         for w in (self.w1, self.w2, self.w3):
