@@ -21,10 +21,10 @@ SHORT = ["--metrics.log_freq=1", "--checkpoint.export_policy=false", "--data.num
          *(f"--curriculum.stages.{s}.steps=3" for s in ("vlm_pretrain", "cotrain", "finetune"))]
 
 
-def launch(dump: Path, name: str, nproc: int, *extra: str) -> Path:
+def launch(dump: Path, name: str, nproc: int, *extra: str, config: Path = CONFIG, short: tuple = tuple(SHORT)) -> Path:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--rdzv_backend=c10d",
-           f"--rdzv_endpoint=127.0.0.1:{free_port()}", "train.py", "--config", str(CONFIG),
-           f"--job.dump_folder={dump}", f"--job.name={name}", *SHORT, *extra]
+           f"--rdzv_endpoint=127.0.0.1:{free_port()}", "train.py", "--config", str(config),
+           f"--job.dump_folder={dump}", f"--job.name={name}", *short, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -40,6 +40,7 @@ from .metrics import MetricsLogger, console_line, peak_memory
 from .optimizer import build_optimizer
 from .profiling import maybe_profile
 from .report import write_report
+from .router_stats import RouterStats
 from .run_lock import acquire_on_rank0
 from .signals import PreemptionHandler
 from .spec import TrainSpec
@@ -104,6 +105,7 @@ class Trainer:
         self.checkpointer = CheckpointManager(self.run_folder / cfg.checkpoint.folder, cfg.checkpoint)
         self.metrics = MetricsLogger(self.run_folder, cfg.metrics, config_dict=config_to_dict(cfg),
                                      run_name=cfg.job.name, group=cfg.curriculum.name or cfg.job.name, rank=self.rank)
+        self.router_stats = RouterStats(self.model)
         self.flops = FlopCounter(self.components, spec.expert_layout(self.model) if spec.expert_layout else None)
         self.peak_flops = peak_flops_per_device(self.device, cfg.metrics.peak_flops)
         self.preemption = PreemptionHandler()
@@ -289,8 +291,9 @@ class Trainer:
         host_batches = [self.rank_state.next_batch() for _ in range(self.accumulation)]
         data_seconds = time.perf_counter() - t0
         poisoned = step in self.job_config.debug.inject_nonfinite_steps
+        self.router_stats.reset()
         losses = forward_backward(
-            self.model, [b.to(self.device, non_blocking=True) for b in host_batches], weights=self.weights,
+            self.router_stats.observe(self.model), [b.to(self.device, non_blocking=True) for b in host_batches], weights=self.weights,
             options=self.options, dp_mesh=self.dp_mesh, num_sources=len(self.dataloader.source_names),
             loss_scale=float("nan") if poisoned else 1.0,
         )
@@ -339,6 +342,7 @@ class Trainer:
                 if by_source[2 * i + 1, j] > 0:
                     record[f"loss_by_source/{name}/{term}"] = float(by_source[2 * i, j] / by_source[2 * i + 1, j])
         record["grad_norm"] = float(grad_norm)
+        record.update(self.router_stats.report(self.dp_mesh))
         record.update(lrs)
         record.update(self.window.report(self.device, self.dp_mesh, self.world_size, self.peak_flops))
         record.update(peak_memory())

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe import load_balancing_loss_func
 
 from torchtitan_vla.models.qwen3_vl.args import FLAVORS
-from torchtitan_vla.models.qwen3_vl.decoder import MoE, load_balancing_loss
+from torchtitan_vla.models.qwen3_vl.decoder import MoE, load_balancing_loss, load_balancing_loss_of
 
 
 def tiny_moe(seed: int = 0) -> MoE:
@@ -67,3 +67,18 @@ def test_load_balancing_loss_is_qwen3_moe_s(layers):
     # transformers concatenates the layers' tokens; the loss of the concatenation is what we compare.
     got = load_balancing_loss(torch.cat(logits), top_k=2)
     torch.testing.assert_close(got, want)
+
+
+def test_summed_routing_stats_give_transformers_loss_of_all_tokens():
+    """What the trainer logs: each MoE forward's stats (layers x micro-batches x ranks) summed, then the loss,
+    equals transformers' loss over every layer's router logits of the global batch at once."""
+    moe = tiny_moe()
+    chunks = [torch.randn(2, 5, 64) for _ in range(3)]  # e.g. micro-batches or ranks
+    logits, stats = [], 0
+    for x in chunks:
+        with torch.no_grad():
+            moe(x)
+            logits.append(moe.router(x.reshape(-1, 64)))
+        stats = stats + moe.routing_stats
+    want = load_balancing_loss_func(tuple(logits), num_experts=8, top_k=2)
+    torch.testing.assert_close(load_balancing_loss_of(stats, top_k=2), want)

@@ -146,43 +146,62 @@ class GroupedExperts(nn.Module):
             nn.init.trunc_normal_(w, std=std)
 
 
+def routing_stats(probs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(2, E) float32: routed (token, slot) pairs per expert and the sum of each expert's router probability
+    over the tokens (probs (T, E), counts (E,)). Sums of these over layers, micro-batches and ranks give
+    ``load_balancing_loss_of`` the loss of all those tokens at once."""
+    return torch.stack([counts.float(), probs.float().sum(dim=0)]).detach()
+
+
+def load_balancing_loss_of(stats: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Qwen3-MoE's auxiliary loss ``E * sum_e f_e * P_e`` from (summed) ``routing_stats``: ``f_e`` is the
+    share of tokens routed to expert e (summed over the k slots) and ``P_e`` the mean router probability of
+    e, over the T = pairs / k tokens (transformers' ``load_balancing_loss_func`` without a padding mask,
+    which concatenates the layers' tokens the same way)."""
+    pairs, prob_sums = stats
+    tokens = pairs.sum() / top_k
+    return stats.shape[1] * (pairs * prob_sums).sum() / tokens**2
+
+
 def load_balancing_loss(router_logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Qwen3-MoE's auxiliary loss for one layer's router logits (T, E): ``E * sum_e f_e * P_e`` with
-    ``f_e`` the fraction of the T*k routed slots that go to expert e (k = ``top_k``) and ``P_e`` the mean
-    router probability of e (transformers' ``load_balancing_loss_func`` without a padding mask)."""
+    """``load_balancing_loss_of`` one set of router logits (T, E) (layers concatenated along T)."""
     probs = torch.softmax(router_logits.float(), dim=-1)
     chosen = torch.topk(probs, top_k, dim=-1).indices
-    slots = F.one_hot(chosen, probs.shape[-1]).float().mean(dim=0)  # (k, E): share of tokens per slot
-    return probs.shape[-1] * (slots * probs.mean(dim=0)).sum()
+    return load_balancing_loss_of(routing_stats(probs, torch.bincount(chosen.flatten(), minlength=probs.shape[-1])), top_k)
 
 
 class MoE(nn.Module):
-    """Top-k routed experts, no shared expert: softmax router in fp32, top-k weights renormalised."""
+    """Top-k routed experts, no shared expert: softmax router in fp32, top-k weights renormalised.
+
+    Each forward leaves its ``routing_stats`` (no gradient) in ``self.routing_stats``, for the trainer's
+    load-balancing metric."""
 
     def __init__(self, args: TextArgs):
         super().__init__()
         self.num_experts = args.num_experts
         self.top_k = args.num_experts_per_tok
+        self.routing_stats: torch.Tensor | None = None
         self.router = nn.Linear(args.dim, args.num_experts, bias=False)
         self.experts = GroupedExperts(args.num_experts, args.dim, args.moe_intermediate_size)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (T, D) -> (router logits (T, E), top-k weights (T, k) in x's dtype, expert indices (T, k))."""
-        logits = self.router(x)
-        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        """x (T, D) -> (router probabilities (T, E) float32, top-k weights (T, k) in x's dtype, expert
+        indices (T, k))."""
+        probs = torch.softmax(self.router(x), dim=-1, dtype=torch.float32)
         weights, experts = torch.topk(probs, self.top_k, dim=-1)
         weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
-        return logits, weights, experts
+        return probs, weights, experts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        _, weights, experts = self.route(x)
+        probs, weights, experts = self.route(x)
         # Sort the (token, slot) pairs by expert; the per-expert counts stay on the device.
         flat = experts.flatten()
         order = torch.argsort(flat, stable=True)
         counts = torch.zeros(self.num_experts, dtype=torch.int32, device=x.device)
         counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
+        self.routing_stats = routing_stats(probs, counts)
         token = order // self.top_k
         y = self.experts(x[token], counts.cumsum(0, dtype=torch.int32)) * weights.flatten()[order, None]
         return torch.zeros_like(x).index_add_(0, token, y).view(shape)
