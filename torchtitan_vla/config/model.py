@@ -20,8 +20,9 @@ LoRATarget = Literal["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
 @dataclass
 class Model:
     flavor: Flavor = "debug"
-    """Qwen3-VL size: debug (tiny, CPU), 2B, 4B, 8B, 32B, 30B-A3B or 235B-A22B. Ignored when
-    ``hf_assets_path`` holds a ``config.json``: the architecture then comes from that file."""
+    """Qwen3-VL size: debug (tiny, CPU), debug-moe (debug with 8 routed experts in layers 1 and 3), 2B, 4B,
+    8B, 32B, 30B-A3B or 235B-A22B. Ignored when ``hf_assets_path`` holds a ``config.json``: the architecture
+    then comes from that file."""
 
     hf_assets_path: str = ""
     """Local folder of a Hugging Face Qwen3-VL checkpoint (config.json, *.safetensors, tokenizer.json), or
