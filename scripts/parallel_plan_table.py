@@ -16,9 +16,9 @@ CONFIGS = {
     "8B": ("train_configs/qwen3vl_8b/curriculum.toml", lambda n: []),
     "32B": ("train_configs/qwen3vl_32b/curriculum.toml", lambda n: []),
     "30B-A3B": ("train_configs/qwen3vl_30b_a3b/curriculum.toml", lambda n: []),
-    # One replica per 64 GPUs (HSDP across groups of 8 nodes), TP 4 inside each node.
+    # One replica per 128 GPUs (HSDP across groups of 16 nodes), EP 8 inside each node.
     "235B-A22B": ("train_configs/qwen3vl_235b_a22b/curriculum.toml",
-                  lambda n: [("parallelism.data_parallel_replicate_degree", str(max(1, n // 64))),
+                  lambda n: [("parallelism.data_parallel_replicate_degree", str(max(1, n // 128))),
                              ("parallelism.data_parallel_shard_degree", "-1")]),
 }
 WORLD_SIZES = (8, 64, 256)
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--out", default="plan_table.json")
     args = parser.parse_args()
     rows = []
-    print("| size | GPUs | layout (replicate x shard x tp) | AC | params GiB | grads GiB | optimizer GiB | "
+    print("| size | GPUs | layout (replicate x shard x tp, ep within shard) | AC | params GiB | grads GiB | optimizer GiB | "
           "activations GiB (est.) | total GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for size, (path, overrides) in CONFIGS.items():
@@ -39,6 +39,8 @@ def main() -> None:
             p = cfg.parallelism
             tp = p.tensor_parallel_degree
             layout = f"{p.data_parallel_replicate_degree} x {n // (p.data_parallel_replicate_degree * tp)} x {tp}"
+            if p.expert_parallel_degree > 1:
+                layout += f" (ep {p.expert_parallel_degree})"
             print(f"| {size} | {n} | {layout} | {cfg.activation_checkpoint.mode} | {gib(r.params)} | {gib(r.grads)} | "
                   f"{gib(r.optimizer)} | {gib(r.activations)} | {gib(r.total)} |", flush=True)
             rows.append({"size": size, "world_size": n, "layout": layout, "rank": r.rank, "params": r.params,

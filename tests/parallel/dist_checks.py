@@ -198,14 +198,19 @@ def lm_head_logits(model: VLA, batch: Batch) -> torch.Tensor:
 def check_hf_loading(reference: VLA) -> dict:
     """Rank 0 writes the reference's VLM as an HF checkpoint; a sharded model loads it (per-rank slices)
     and must give the unsharded reference's logits: the largest difference."""
+    batch = make_batch(reference, batch_size=GLOBAL_BATCH, seed=11)
+    model = hf_loaded_copy(reference, job_config())
+    return {"max_logit_diff": float((lm_head_logits(model, batch) - lm_head_logits(reference, batch)).abs().max())}
+
+
+def hf_loaded_copy(reference: VLA, cfg: JobConfig) -> VLA:
+    """A model parallelized by ``cfg`` with fresh weights, then loaded from the HF checkpoint rank 0 writes
+    of the reference's VLM."""
     folder = [tempfile.mkdtemp(prefix="hf_vlm_") if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(folder)
     if dist.get_rank() == 0:
         save_file({k: v.contiguous() for k, v in vlm_hf_state_dict(reference).items()}, f"{folder[0]}/model.safetensors")
     dist.barrier()
-    batch = make_batch(reference, batch_size=GLOBAL_BATCH, seed=11)
-    expected = lm_head_logits(reference, batch)
-    cfg = job_config()
     dims = ParallelDims.from_config(cfg.parallelism)
     with torch.device("meta"):
         model = VLA.from_config(cfg.model, reference.expert_cfg)
@@ -213,7 +218,7 @@ def check_hf_loading(reference: VLA) -> dict:
     torch.manual_seed(123)  # fresh weights that differ from the reference's
     init_on_device(model, torch.device("cpu"))
     load_vlm_hf(model, folder[0])
-    return {"max_logit_diff": float((lm_head_logits(model, batch) - expected).abs().max())}
+    return model
 
 
 def checks() -> dict:

@@ -10,11 +10,8 @@ The reference is the plain single-process model on the whole global batch, as in
 from __future__ import annotations
 
 import copy
-import tempfile
 
 import torch
-import torch.distributed as dist
-from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from tests.distributed_helper import run_checks
@@ -22,6 +19,7 @@ from tests.models.vla.helpers import make_batch
 from tests.parallel.dist_checks import (
     GLOBAL_BATCH,
     full_grads,
+    hf_loaded_copy,
     job_config,
     lm_head_logits,
     micro_step,
@@ -33,9 +31,7 @@ from tests.parallel.tp_checks import relative_error, saved_and_reloaded_loss
 from torchtitan_vla.config.model import ActionExpert, Model
 from torchtitan_vla.models.qwen3_vl.decoder import GroupedExperts, MoE
 from torchtitan_vla.models.vla import VLA
-from torchtitan_vla.models.vla.hf_keys import load_vlm_hf, vlm_hf_state_dict
-from torchtitan_vla.parallel import ParallelDims, parallelize_vla
-from torchtitan_vla.parallel.weights import init_on_device
+from torchtitan_vla.models.vla.hf_keys import vlm_hf_state_dict
 
 STEPS = 4
 FLAVOR = "debug-moe"
@@ -129,28 +125,14 @@ def check_dcp(reference: VLA) -> dict:
 
 
 def check_hf(reference: VLA) -> dict:
-    """Rank 0 writes the reference's VLM as an HF checkpoint (the released MoE layout); an EP=2 model reads
-    it (its experts' rows only) and must give the reference's logits, and writes back the same tensors."""
-    folder = [tempfile.mkdtemp(prefix="hf_moe_") if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(folder)
-    written = vlm_hf_state_dict(reference)
-    if dist.get_rank() == 0:
-        save_file({k: v.contiguous() for k, v in written.items()}, f"{folder[0]}/model.safetensors")
-    dist.barrier()
-    cfg = ep_config()
-    dims = ParallelDims.from_config(cfg.parallelism)
-    with torch.device("meta"):
-        model = VLA.from_config(cfg.model, reference.expert_cfg)
-    parallelize_vla(model, dims, cfg)
-    torch.manual_seed(123)  # fresh weights that differ from the reference's
-    init_on_device(model, torch.device("cpu"))
-    load_vlm_hf(model, folder[0])
+    """An EP=2 model reads the reference's VLM as an HF checkpoint (the released MoE layout; each rank its
+    experts' rows only) and must give the reference's logits, and writes back the same tensors."""
+    model = hf_loaded_copy(reference, ep_config())
     batch = make_batch(reference, batch_size=GLOBAL_BATCH, seed=11)
-    rewritten = vlm_hf_state_dict(model)
-    expert_keys = [k for k in written if ".experts." in k]
+    written, rewritten = vlm_hf_state_dict(reference), vlm_hf_state_dict(model)
     return {
         "max_logit_diff": float((lm_head_logits(model, batch) - lm_head_logits(reference, batch)).abs().max()),
-        "expert_keys": len(expert_keys),
+        "expert_keys": len([k for k in written if ".experts." in k]),
         "same_keys": sorted(rewritten) == sorted(written),
         "max_rewrite_diff": max(float((rewritten[k] - written[k]).abs().max()) for k in written),
     }
