@@ -58,7 +58,7 @@ def expert_parallel(moe: MoE, x: torch.Tensor, repeats: int) -> dict:
 
     init_distributed()
     sharded = copy.deepcopy(moe)
-    apply_ep(sharded, init_device_mesh("cpu", (dist.get_world_size(),), mesh_dim_names=("ep",)))
+    apply_ep(sharded, init_device_mesh("cpu", (dist.get_world_size(),), mesh_dim_names=("ep",)), None)
     torch.manual_seed(dist.get_rank())  # each rank routes its own tokens
     x = torch.randn_like(x, requires_grad=True)
     result = medians({"ep": sharded, "no_ep": moe}, x, repeats)

@@ -16,7 +16,7 @@ CONFIGS = {
     "8B": ("train_configs/qwen3vl_8b/curriculum.toml", lambda n: []),
     "32B": ("train_configs/qwen3vl_32b/curriculum.toml", lambda n: []),
     "30B-A3B": ("train_configs/qwen3vl_30b_a3b/curriculum.toml", lambda n: []),
-    # One replica per 128 GPUs (HSDP across groups of 16 nodes), EP 8 inside each node.
+    # One replica per 128 GPUs (HSDP across groups of 16 nodes), EP 2 x TP 4 inside each node.
     "235B-A22B": ("train_configs/qwen3vl_235b_a22b/curriculum.toml",
                   lambda n: [("parallelism.data_parallel_replicate_degree", str(max(1, n // 128))),
                              ("parallelism.data_parallel_shard_degree", "-1")]),

@@ -53,6 +53,8 @@ def test_the_base_job_is_accepted(job):
          ["'parallelism.expert_parallel_degree' = 3 does not divide the 8 experts of model.flavor 'debug-moe'"]),
         (("--model.flavor=debug-moe", "--parallelism.expert_parallel_degree=2", "--parallelism.data_parallel_shard_degree=3"),
          ["'parallelism.expert_parallel_degree' = 2 does not divide parallelism.data_parallel_shard_degree 3"]),
+        (("--model.flavor=debug-moe", "--parallelism.expert_parallel_degree=2", "--parallelism.tensor_parallel_degree=8"),
+         ["'parallelism.expert_parallel_degree' = 2 x parallelism.tensor_parallel_degree 8 does not divide the 8 experts"]),
     ],
 )
 def test_cross_check_refused_on_the_command_line(job, cli, fragments):

@@ -27,7 +27,7 @@ from tests.parallel.dist_checks import (
     split,
     train,
 )
-from tests.parallel.tp_checks import relative_error, saved_and_reloaded_loss
+from tests.parallel.tp_checks import relative_error, saved_and_reloaded_loss, step_grads, train_whole
 from torchtitan_vla.config.model import ActionExpert, Model
 from torchtitan_vla.models.qwen3_vl.decoder import GroupedExperts, MoE
 from torchtitan_vla.models.vla import VLA
@@ -102,6 +102,26 @@ def check_parity(reference: VLA, ac: str) -> dict:
     return {"losses": losses, "reference": ref_losses, "grad_error": errors, "routed_rows": routed_rows(reference)}
 
 
+def check_tp_experts(reference: VLA) -> dict:
+    """TP=2 on the MoE model: the TP ranks split the experts (each sends its half of the rows) instead of
+    holding the same ones. Losses and first-step gradients against one process, and the experts' local rows."""
+    cfg = ep_config(ep=1)
+    cfg.parallelism.tensor_parallel_degree = 2
+    ref_losses, _ = train(copy.deepcopy(reference), None, STEPS)
+    model, dims = sharded_copy(reference, cfg)
+    losses, _ = train_whole(model, dims, STEPS)
+    want = step_grads(copy.deepcopy(reference), None)
+    model, dims = sharded_copy(reference, cfg)
+    got = step_grads(model, dims)
+    errors: dict[str, float] = {}
+    for name, grad in want.items():
+        if grad is not None:
+            part = "experts" if ".experts." in name else "router" if ".router." in name else "rest"
+            errors[part] = max(errors.get(part, 0.0), relative_error(got[name], grad))
+    local_rows = sorted({p.to_local().shape[0] for n, p in model.named_parameters() if ".experts." in n})
+    return {"losses": losses, "reference": ref_losses, "grad_error": errors, "expert_local_rows": local_rows}
+
+
 def check_shards(reference: VLA) -> dict:
     """The expert weights' placements and this rank's measured parameter and optimizer-state elements."""
     model, dims = sharded_copy(reference, ep_config())
@@ -143,6 +163,7 @@ def checks() -> dict:
     return {
         "parity": lambda: check_parity(reference, "none"),
         "parity_ac": lambda: check_parity(reference, "full"),
+        "tp_experts": lambda: check_tp_experts(reference),
         "shards": lambda: check_shards(reference),
         "dcp": lambda: check_dcp(reference),
         "hf": lambda: check_hf(reference),

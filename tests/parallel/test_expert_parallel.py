@@ -1,5 +1,6 @@
 """Expert parallelism (EP=2, gloo) against one process on the tiny MoE VLA with deliberately uneven routing:
-losses over several steps and gradients (with and without activation checkpointing), the expert shards,
+losses over several steps and gradients (with and without activation checkpointing), TP=2 splitting the
+experts over its ranks, the expert shards,
 DCP checkpoints moved EP=2 -> FSDP -> EP=2, the HF read/write path, and the planner's figures and refusals.
 One torchrun launch runs ep_checks.py; these tests assert on what it measured."""
 
@@ -28,6 +29,15 @@ def test_ep2_trains_like_one_process_with_uneven_routing(results, run):
     busy, idle = got["routed_rows"]
     assert busy > 1.5 * idle, got["routed_rows"]  # the all-to-all splits are far from even
     assert len(got["losses"]) == 4
+    assert got["losses"] == pytest.approx(got["reference"], rel=1e-5)
+    assert set(got["grad_error"]) == {"experts", "router", "rest"}
+    assert all(error < 1e-5 for error in got["grad_error"].values()), got["grad_error"]
+
+
+@pytest.mark.distributed
+def test_tp2_splits_the_experts_and_trains_like_one_process(results):
+    got = results["tp_experts"]
+    assert got["expert_local_rows"] == [4]  # 8 experts over 2 TP ranks, not replicated
     assert got["losses"] == pytest.approx(got["reference"], rel=1e-5)
     assert set(got["grad_error"]) == {"experts", "router", "rest"}
     assert all(error < 1e-5 for error in got["grad_error"].values()), got["grad_error"]
@@ -73,6 +83,8 @@ def test_planner_predicts_the_measured_ep_shards(results, tmp_path):
     (["--world-size", "16", "--parallelism.expert_parallel_degree=16"], "exceeds the 8 experts"),
     (["--world-size", "2", "--model.flavor=debug", "--parallelism.expert_parallel_degree=2"], "needs an MoE flavor"),
     (["--world-size", "6", "--parallelism.expert_parallel_degree=4"], "does not divide the data-parallel shard degree 6"),
+    (["--world-size", "16", "--parallelism.tensor_parallel_degree=2", "--parallelism.expert_parallel_degree=8"],
+     "expert_parallel_degree=8 x tensor_parallel_degree=2 exceeds the 8 experts"),
 ])
 def test_planner_refuses_impossible_ep_layouts_in_one_line(tmp_path, args, culprit):
     proc = planner(tmp_path, *EP_PLAN, *args)

@@ -25,9 +25,9 @@ class Parallelism:
 
     expert_parallel_degree: PositiveInt = 1
     """Ranks that split each MoE layer's experts, carved from ``data_parallel_shard_degree`` (which it
-    must divide, like the number of experts; MoE flavors only). Tokens reach their experts' ranks by
-    all-to-all; each rank keeps ``num_experts / expert_parallel_degree`` experts, FSDP-sharded over the
-    rest of the shard dimension."""
+    must divide; MoE flavors only). Tokens reach their experts' ranks by all-to-all; with TP the TP ranks
+    split the experts too, so each rank keeps ``num_experts / (expert_parallel_degree x
+    tensor_parallel_degree)`` experts (a whole number), FSDP-sharded over the rest of the shard dimension."""
 
     fsdp_reshard_after_forward: ReshardPolicy = "default"
     """``default`` (reshard blocks, keep the final norm and head), ``always`` or ``never``."""

@@ -174,17 +174,18 @@ class _StageCheck:
 
     def parallelism(self) -> None:
         p = self.cfg.parallelism
-        ep = p.expert_parallel_degree
-        if ep == 1:
+        ep, tp = p.expert_parallel_degree, p.tensor_parallel_degree
+        if ep == 1 and tp == 1:
             return
         from ..models.vla.build import vlm_args  # the flavor table or the HF config.json
 
         experts = vlm_args(self.cfg.model).text.num_experts
-        if not experts:
+        if ep > 1 and not experts:
             self.fail("parallelism.expert_parallel_degree", f"= {ep} needs an MoE model; model.flavor "
                                                             f"'{self.cfg.model.flavor}' has no experts")
-        if experts % ep:
-            self.fail("parallelism.expert_parallel_degree", f"= {ep} does not divide the {experts} experts "
+        if experts and experts % (ep * tp):  # experts are split over the EP ranks times the TP ranks
+            split = f"{ep} x parallelism.tensor_parallel_degree {tp}" if tp > 1 else f"{ep}"
+            self.fail("parallelism.expert_parallel_degree", f"= {split} does not divide the {experts} experts "
                                                             f"of model.flavor '{self.cfg.model.flavor}'")
         if p.data_parallel_shard_degree != -1 and p.data_parallel_shard_degree % ep:
             self.fail("parallelism.expert_parallel_degree", f"= {ep} does not divide "

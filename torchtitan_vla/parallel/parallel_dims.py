@@ -28,10 +28,11 @@ class ParallelDims:
     device_type: str = "cpu"
     tp: int = 1
     ep: int = 1
-    """Expert-parallel degree: a factor of ``dp_shard`` (see ``ep_mesh``)."""
+    """Expert-parallel degree: a factor of ``dp_shard`` (see ``expert_mesh``)."""
     _mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
     _flat_dp_mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
     _ep_world: DeviceMesh | None = field(default=None, init=False, repr=False)
+    _expert_mesh: DeviceMesh | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # The degrees' own ranges are checked when the configuration loads; the world size is known only now.
@@ -102,12 +103,19 @@ class ParallelDims:
             )
             # Kept as an object: slicing a flattened dimension back out of the root mesh is deprecated.
             self._flat_dp_mesh = self._mesh["dp_replicate", "dp_shard"]._flatten("dp")
-            if self.ep_enabled:
-                # torchtitan's split of the shard dimension: the EP ranks are its inner, contiguous part,
-                # the outer part (dp_shard_mod_ep) shards each expert further.
-                self._ep_world = self._mesh._unflatten(
-                    "dp_shard", (self.dp_shard // self.ep, self.ep), ("dp_shard_mod_ep", "ep")
-                )
+
+    def _build_ep_world(self) -> DeviceMesh:
+        """The world mesh with ``dp_shard`` split as torchtitan splits it for EP: the EP ranks are its inner,
+        contiguous part, the outer part (``dp_shard_mod_ep``) shards each expert further. Built on first use
+        (MoE models only)."""
+        self._build_meshes()
+        if self._ep_world is None:
+            self._ep_world = self._mesh._unflatten(
+                "dp_shard", (self.dp_shard // self.ep, self.ep), ("dp_shard_mod_ep", "ep")
+            )
+            world = self._ep_world
+            self._expert_mesh = world["ep", "tp"]._flatten("ep_tp") if self.tp_enabled else world["ep"]
+        return self._ep_world
 
     @property
     def fsdp_mesh(self) -> DeviceMesh | None:
@@ -126,21 +134,24 @@ class ParallelDims:
         return self.mesh["tp"] if self.tp_enabled else None
 
     @property
-    def ep_mesh(self) -> DeviceMesh | None:
-        """The 1-D expert-parallel mesh: ``ep`` consecutive ranks of the shard dimension (None without EP)."""
-        self._build_meshes()
-        return self._ep_world["ep"] if self.ep_enabled else None
+    def expert_mesh(self) -> DeviceMesh | None:
+        """The 1-D mesh MoE experts are split over: the ``ep`` consecutive ranks of the shard dimension, times
+        the TP group with TP (TP ranks then hold different experts, not the same ones). None with neither."""
+        if not (self.ep_enabled or self.tp_enabled):
+            return None
+        self._build_ep_world()
+        return self._expert_mesh
 
     @property
     def expert_fsdp_mesh(self) -> DeviceMesh | None:
-        """The mesh expert weights are FSDP-sharded on under EP: what is left of the data-parallel dimensions
-        (replicate x dp_shard / ep). None without EP."""
-        if not self.ep_enabled:
+        """The mesh expert weights are FSDP-sharded on when split (``expert_mesh``): what is left of the
+        data-parallel dimensions (replicate x dp_shard / ep). None without FSDP."""
+        if self.expert_mesh is None or not self.fsdp_enabled:
             return None
-        self._build_meshes()
+        world = self._build_ep_world()
         if self.hsdp_enabled:
-            return self._ep_world["dp_replicate", "dp_shard_mod_ep"]
-        return self._ep_world["dp_shard_mod_ep"]
+            return world["dp_replicate", "dp_shard_mod_ep"]
+        return world["dp_shard_mod_ep"]
 
     @property
     def dp_mesh(self) -> DeviceMesh | None:

@@ -36,7 +36,7 @@ from torchtitan_vla.utils.logging import logger
 
 from .activation_checkpoint import apply_ac
 from .compile import apply_compile
-from .expert_parallel import apply_ep
+from .expert_parallel import apply_ep, moe_layers
 from .fsdp import FSDPSettings, disable_gradient_division, mixed_precision
 from .parallel_dims import ParallelDims
 from .tensor_parallel import apply_tp
@@ -152,7 +152,9 @@ def parallelize_vla(model: nn.Module, parallel_dims: ParallelDims, job_config: J
     (see ``parallel/weights.py``), and build the optimizer afterwards (it must see the sharded
     parameters). With a single data-parallel rank no FSDP is applied (plain module).
     """
-    experts = apply_ep(model, parallel_dims.ep_mesh) if parallel_dims.ep_enabled else []
+    experts = []
+    if moe_layers(model) and parallel_dims.expert_mesh is not None:
+        experts = apply_ep(model, parallel_dims.expert_mesh, parallel_dims.tp_mesh)
     if parallel_dims.tp_enabled:
         apply_tp(model, parallel_dims.tp_mesh)
     fsdp = None
@@ -166,7 +168,7 @@ def parallelize_vla(model: nn.Module, parallel_dims: ParallelDims, job_config: J
             ),
             reshard_policy=job_config.parallelism.fsdp_reshard_after_forward,
         )
-    if experts:
+    if experts and fsdp is not None:
         # Their own units (inside their layers' units): sharded over what EP leaves of data parallelism.
         expert_fsdp = dataclasses.replace(fsdp, mesh=parallel_dims.expert_fsdp_mesh)
         for module in experts:

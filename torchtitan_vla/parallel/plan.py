@@ -60,7 +60,7 @@ def check_layout(cfg: JobConfig, world_size: int) -> ParallelDims:
     dims = ParallelDims.from_config(cfg.parallelism, world_size=world_size, device_type="cpu")
     text = vlm_args(cfg.model, None).text
     check_tp_heads(text.n_heads, text.n_kv_heads, dims.tp, f"flavor {cfg.model.flavor!r}")
-    check_ep(text.num_experts, dims.ep, f"flavor {cfg.model.flavor!r}")
+    check_ep(text.num_experts, dims.ep, dims.tp, f"flavor {cfg.model.flavor!r}")
     return dims
 
 
