@@ -80,6 +80,16 @@ def routed_rows(model) -> list[int]:
     return loads.tolist()
 
 
+def grad_errors(want: dict, got: dict) -> dict[str, float]:
+    """The largest relative gradient error of the experts, the router and the rest."""
+    errors: dict[str, float] = {}
+    for name, grad in want.items():
+        if grad is not None:
+            part = "experts" if ".experts." in name else "router" if ".router." in name else "rest"
+            errors[part] = max(errors.get(part, 0.0), relative_error(got[name], grad))
+    return errors
+
+
 def check_parity(reference: VLA, ac: str) -> dict:
     """Losses over STEPS steps and the first step's gradients (largest relative error per part) of EP=2
     against one process."""
@@ -94,12 +104,8 @@ def check_parity(reference: VLA, ac: str) -> dict:
     model, dims = sharded_copy(reference, ep_config(ac=ac))
     micro_step(model, [split(batch, dims.dp_rank, dims.dp_world_size)], dims.dp_mesh, step=0)
     got = full_grads(model)
-    errors: dict[str, float] = {}
-    for name, grad in want.items():
-        if grad is not None:
-            part = "experts" if ".experts." in name else "router" if ".router." in name else "rest"
-            errors[part] = max(errors.get(part, 0.0), relative_error(got[name], grad))
-    return {"losses": losses, "reference": ref_losses, "grad_error": errors, "routed_rows": routed_rows(reference)}
+    return {"losses": losses, "reference": ref_losses, "grad_error": grad_errors(want, got),
+            "routed_rows": routed_rows(reference)}
 
 
 def check_tp_experts(reference: VLA) -> dict:
@@ -113,13 +119,9 @@ def check_tp_experts(reference: VLA) -> dict:
     want = step_grads(copy.deepcopy(reference), None)
     model, dims = sharded_copy(reference, cfg)
     got = step_grads(model, dims)
-    errors: dict[str, float] = {}
-    for name, grad in want.items():
-        if grad is not None:
-            part = "experts" if ".experts." in name else "router" if ".router." in name else "rest"
-            errors[part] = max(errors.get(part, 0.0), relative_error(got[name], grad))
     local_rows = sorted({p.to_local().shape[0] for n, p in model.named_parameters() if ".experts." in n})
-    return {"losses": losses, "reference": ref_losses, "grad_error": errors, "expert_local_rows": local_rows}
+    return {"losses": losses, "reference": ref_losses, "grad_error": grad_errors(want, got),
+            "expert_local_rows": local_rows}
 
 
 def check_shards(reference: VLA) -> dict:
