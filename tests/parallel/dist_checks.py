@@ -195,14 +195,21 @@ def lm_head_logits(model: VLA, batch: Batch) -> torch.Tensor:
     return captured[0]
 
 
-def check_hf_loading(reference: VLA) -> dict:
-    """Rank 0 writes the reference's VLM as an HF checkpoint; a sharded model loads it (per-rank slices)
-    and must give the unsharded reference's logits: the largest difference."""
+def write_hf_export(reference: VLA) -> str:
+    """Rank 0 writes the reference's VLM as an HF checkpoint (``model.safetensors``) into a fresh folder
+    that every rank gets."""
     folder = [tempfile.mkdtemp(prefix="hf_vlm_") if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(folder)
     if dist.get_rank() == 0:
         save_file({k: v.contiguous() for k, v in vlm_hf_state_dict(reference).items()}, f"{folder[0]}/model.safetensors")
     dist.barrier()
+    return folder[0]
+
+
+def check_hf_loading(reference: VLA) -> dict:
+    """Rank 0 writes the reference's VLM as an HF checkpoint; a sharded model loads it (per-rank slices)
+    and must give the unsharded reference's logits: the largest difference."""
+    folder = write_hf_export(reference)
     batch = make_batch(reference, batch_size=GLOBAL_BATCH, seed=11)
     expected = lm_head_logits(reference, batch)
     cfg = job_config()
@@ -212,7 +219,7 @@ def check_hf_loading(reference: VLA) -> dict:
     parallelize_vla(model, dims, cfg)
     torch.manual_seed(123)  # fresh weights that differ from the reference's
     init_on_device(model, torch.device("cpu"))
-    load_vlm_hf(model, folder[0])
+    load_vlm_hf(model, folder)
     return {"max_logit_diff": float((lm_head_logits(model, batch) - expected).abs().max())}
 
 
