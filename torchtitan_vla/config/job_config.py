@@ -14,6 +14,7 @@ from .checkpoint import Checkpoint
 from .curriculum import Curriculum, Eval
 from .data import Data
 from .debug import Debug
+from .float8 import Float8
 from .job import Job
 from .metrics import Metrics
 from .model import ActionExpert, Model
@@ -53,6 +54,9 @@ class JobConfig:
 
     compile: Compile = field(default_factory=Compile)
     """Per-block torch.compile."""
+
+    float8: Float8 = field(default_factory=Float8)
+    """Float8 linear layers through torchao."""
 
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     """DCP checkpoints, resumption and export."""
