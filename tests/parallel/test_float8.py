@@ -67,7 +67,7 @@ def one_step(model, cfg: JobConfig | None, batch) -> tuple[float, float]:
         parallelize_vla(model, ParallelDims.from_config(cfg.parallelism, world_size=1), cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     losses = []
-    for step in range(2):
+    for _ in range(2):
         weights = LossWeights()
         out = forward_backward(SeededByBatch(model, 0), [batch], weights=weights, options=ForwardOptions(), dp_mesh=None)
         losses.append(weighted_total(out.term_losses(out.sums), weights))

@@ -14,6 +14,7 @@ from .checkpoint import Checkpoint
 from .curriculum import Curriculum, Eval
 from .data import Data
 from .debug import Debug
+from .fault_tolerance import FaultTolerance
 from .float8 import Float8
 from .job import Job
 from .metrics import Metrics
@@ -57,6 +58,9 @@ class JobConfig:
 
     float8: Float8 = field(default_factory=Float8)
     """Float8 linear layers through torchao."""
+
+    fault_tolerance: FaultTolerance = field(default_factory=FaultTolerance)
+    """torchft replica groups: training goes on when one dies, a restarted one rejoins."""
 
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     """DCP checkpoints, resumption and export."""
