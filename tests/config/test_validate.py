@@ -47,6 +47,11 @@ def test_the_base_job_is_accepted(job):
         (("--action_expert.max_state_dim=1",),
          ["stage 'cotrain'", "'data.sources[1].state_key' 'observation.state'", "is 2 wide, more than action_expert.max_state_dim 1"]),
         (("--action_expert.max_action_dim=1",), ["'data.sources[1].action_key'", "more than action_expert.max_action_dim 1"]),
+        (("--float8.enable", "--parallelism.tensor_parallel_degree=2"),
+         ["'float8.enable' with parallelism.tensor_parallel_degree > 1 is not supported yet"]),
+        (("--fault_tolerance.enable", "--fault_tolerance.replica_id=2", "--fault_tolerance.group_size=2"),
+         ["'fault_tolerance.replica_id' = 2 must be below group_size = 2"]),
+        (("--fault_tolerance.enable",), ["'fault_tolerance.enable' is not wired into train.py yet"]),
     ],
 )
 def test_cross_check_refused_on_the_command_line(job, cli, fragments):
