@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.distributed_helper import REPO_ROOT
+from tests.distributed_helper import REPO_ROOT, free_port
 from torchtitan_vla.parallel.fault_tolerance import torchft_available
 
 pytestmark = [pytest.mark.distributed,
@@ -125,3 +126,26 @@ def test_a_killed_group_leaves_the_other_training_and_rejoins_from_it(job):
     assert all(n == 2 for n in rejoined["participants"])
     assert rejoined["steps"][-1] == runs[survivor]["steps"][-1]
     assert_equal_weights(job.weights(survivor), job.weights("b_restarted"))
+
+
+def test_launcher_script_starts_a_lighthouse_that_forms_a_quorum(tmp_path):
+    from datetime import timedelta
+
+    from torchft._torchft import LighthouseClient
+
+    port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "LIGHTHOUSE_LOG": str(tmp_path / "lighthouse.log")}
+    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "ft_lighthouse.sh"), "--port", str(port),
+                           "--min-replicas", "1", "--join-timeout-ms", "100"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    exports = dict(item.split("=", 1) for item in proc.stdout.split()[1:])
+    try:
+        assert exports["TORCHFT_LIGHTHOUSE"].endswith(f":{port}")
+        client = LighthouseClient(f"http://127.0.0.1:{port}", timedelta(seconds=10))
+        quorum = client.quorum(replica_id="replica_0", timeout=timedelta(seconds=10), address="a", store_address="s",
+                               step=0, world_size=1, shrink_only=False)
+        assert [m.replica_id for m in quorum.participants] == ["replica_0"]
+    finally:
+        os.kill(int(exports["LIGHTHOUSE_PID"]), signal.SIGTERM)
