@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--stop-file", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--step-sleep", type=float, default=0.0)
+    parser.add_argument("--min-replicas", type=int, default=1)
     args = parser.parse_args()
     # The group's own store (torchrun provides one; a one-process group here makes its own).
     port = free_port()
@@ -48,7 +49,7 @@ def main() -> None:
     store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)  # noqa: F841
     torch.set_num_threads(1)
     model = tiny_vla()
-    group = ReplicaGroup(FaultTolerance(enable=True, replica_id=args.replica_id, group_size=2, min_replicas=1,
+    group = ReplicaGroup(FaultTolerance(enable=True, replica_id=args.replica_id, group_size=2, min_replicas=args.min_replicas,
                                         timeout_s=10, quorum_timeout_s=60), device_type="cpu")
     optimizer = group.wrap_optimizer(torch.optim.AdamW(model.parameters(), lr=1e-3))
     group.track("model", model.load_state_dict, model.state_dict)

@@ -29,11 +29,11 @@ WAIT_S = 240
 class Job:
     """A lighthouse and the replica groups started against it, in one folder."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, min_replicas: int):
         from torchft._torchft import LighthouseServer
 
-        self.folder = folder
-        self.lighthouse = LighthouseServer(bind="[::]:0", min_replicas=1, join_timeout_ms=2000)
+        self.folder, self.min_replicas = folder, min_replicas
+        self.lighthouse = LighthouseServer(bind="[::]:0", min_replicas=min_replicas, join_timeout_ms=2000)
         self.env = {**os.environ, "TORCHFT_LIGHTHOUSE": self.lighthouse.address(), "PYTHONPATH": str(REPO_ROOT),
                     "OMP_NUM_THREADS": "1", "RUST_LOG": "warn"}
         self.procs: list[subprocess.Popen] = []
@@ -42,6 +42,7 @@ class Job:
         f = self.folder
         proc = subprocess.Popen(
             [sys.executable, str(SCRIPT), "--replica-id", str(replica), "--steps", "500", "--step-sleep", "0.1",
+             "--min-replicas", str(self.min_replicas),
              "--progress", str(f / f"progress_{tag}"), "--out", str(f / f"{tag}.json"), "--stop-file", str(f / "stop")],
             env=self.env, cwd=REPO_ROOT, stdout=open(f / f"{tag}.log", "w"), stderr=subprocess.STDOUT)
         self.procs.append(proc)
@@ -83,8 +84,8 @@ class Job:
 
 
 @pytest.fixture
-def job(tmp_path):
-    job = Job(tmp_path)
+def job(tmp_path, request):
+    job = Job(tmp_path, min_replicas=request.param)
     yield job
     job.close()
 
@@ -94,6 +95,7 @@ def assert_equal_weights(a: dict, b: dict) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a), max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+@pytest.mark.parametrize("job", [2], indirect=True)  # both groups in every quorum, whoever starts first
 def test_two_groups_average_gradients_into_equal_weights(job):
     job.stop_at(3)
     job.start(0, "a")
@@ -107,6 +109,7 @@ def test_two_groups_average_gradients_into_equal_weights(job):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("job", [1], indirect=True)  # a single survivor may go on
 def test_a_killed_group_leaves_the_other_training_and_rejoins_from_it(job):
     survivor = "a"
     job.start(0, survivor)
