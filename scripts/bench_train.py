@@ -109,7 +109,7 @@ def synthetic_spec(kind: str, seed: int, image_px: tuple[int, int]):
 
 
 def bench_one(args, ac: str, compile_: bool, folder: Path) -> dict:
-    name = f"{args.flavor}_{args.batch}_ac-{ac}_compile-{int(compile_)}"
+    name = f"{args.flavor}_{args.batch}_ac-{ac}_compile-{int(compile_)}_float8-{args.float8 or 'off'}"
     overrides = [
         ("job.name", name), ("job.dump_folder", str(folder)), ("model.flavor", args.flavor),
         ("model.tokenizer_path", str(folder / "tokenizer.json")),
@@ -121,6 +121,8 @@ def bench_one(args, ac: str, compile_: bool, folder: Path) -> dict:
         ("checkpoint.enable", "false"), ("checkpoint.export_policy", "false"),
         ("lr_schedule.kind", "constant"),
     ]
+    if args.float8:
+        overrides += [("float8.enable", "true"), ("float8.recipe", args.float8)]
     if args.batch == "web":
         overrides += [("training.action_loss_weight", "0.0"), ("training.trainable", "vision,decoder")]
     loaded = load_config(None, overrides)
@@ -137,7 +139,7 @@ def bench_one(args, ac: str, compile_: bool, folder: Path) -> dict:
     mfu = [r["mfu_pct"] for r in timed if r["mfu_pct"] is not None]
     memory = {k: max(r[k] for r in records) for k in records[-1] if k.startswith("memory/")}
     return {
-        "flavor": args.flavor, "batch": args.batch, "ac": ac, "compile": compile_,
+        "flavor": args.flavor, "batch": args.batch, "ac": ac, "compile": compile_, "float8": args.float8 or None,
         "world_size": dist_utils.world_size(), "local_batch_size": args.local_batch_size,
         "step_time_s": mean("time/step_s"),
         "samples_per_s": mean("throughput/samples_per_s"),
@@ -174,6 +176,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ac", choices=AC_MODES, nargs="+", default=["selective"], help="one run per mode")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="every AC mode x compile off/on")
+    parser.add_argument("--float8", default="", help="float8.recipe to train with (torchao); empty: off")
     parser.add_argument("--peak-flops", type=float, default=0.0, help="MFU denominator per device; 0: GPU table")
     parser.add_argument("--output", default="", help="write the results to this JSON file")
     parser.add_argument("--append", action="store_true", help="add to the results already in --output")

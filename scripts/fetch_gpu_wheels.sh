@@ -11,6 +11,7 @@
 #   torchdata             StatefulDataLoader, used by the trainer
 #   av                    imported by the data pipeline the trainer loads (torchtitan_vla/data/video.py)
 #   mujoco, PyOpenGL      the rendering check (MUJOCO_GL=egl goes through PyOpenGL's EGL)
+#   torchao==0.18.0       the float8 training row (3.3 MB; its pure-Python float8 path runs on the image's torch)
 # Meta-World (+ gymnasium, 37 MB) does not fit beside av in the 64 MiB that travel; without it the
 # rendering check measures its plain MuJoCo scene and records the Meta-World scene as skipped.
 # The project itself travels as source. Dependencies are pinned here one version each, --no-deps, as
@@ -21,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 LIMIT_MIB=64
-WHEELS=(transformers==5.23.0 torchdata==0.11.0 av==18.1.0 mujoco==3.3.0 PyOpenGL==3.1.10)
+WHEELS=(transformers==5.23.0 torchdata==0.11.0 av==18.1.0 mujoco==3.3.0 PyOpenGL==3.1.10 torchao==0.18.0)
 GL_DEBS=(libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 
 platforms=()

@@ -113,4 +113,10 @@ if [[ $DEVICE == cuda ]]; then
 else
     skip train_compile bench_train.json "compiling on the CPU would take the dry run past a minute"
 fi
+if [[ $DEVICE == cuda ]]; then
+    part train_float8 bench_train.json 45 "$PY" scripts/bench_train.py "${TRAIN[@]}" --ac selective --float8 tensorwise \
+        --output "$OUT_DIR/bench_train.json" --append
+else
+    skip train_float8 bench_train.json "float8 matmuls are emulated on the CPU: a step time there means nothing"
+fi
 say "done in $((SECONDS - START))s; results in $OUT_DIR"

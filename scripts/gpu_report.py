@@ -61,7 +61,23 @@ def training(data: dict) -> list[str]:
     if best:
         lines += ["", f"Best stage-2 setting: AC {best['ac']}, compile {best['compile']}: "
                       f"{num(best['samples_per_s'], 1)} samples/s, MFU {num(best['mfu_pct'], 1)} %."]
-    return lines
+    return lines + float8_ratio(data)
+
+
+def float8_ratio(data: dict) -> list[str]:
+    """float8 against bf16 step time, for the runs that differ only in float8."""
+    ok = [r for r in data.get("results", []) if "error" not in r]
+    lines = []
+    setting = ("batch", "ac", "compile", "local_batch_size")
+    for r in ok:
+        if not r.get("float8"):
+            continue
+        base = next((b for b in ok if not b.get("float8") and all(b[k] == r[k] for k in setting)), None)
+        if base:
+            lines.append(f"float8 ({r['float8']}) vs bf16, AC {r['ac']}, compile {r['compile']}: step "
+                         f"{num(r['step_time_s'], 3)} s vs {num(base['step_time_s'], 3)} s "
+                         f"({num(base['step_time_s'] / r['step_time_s'], 2)}x).")
+    return [""] + lines if lines else []
 
 
 def inference(data: dict) -> list[str]:

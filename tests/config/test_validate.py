@@ -55,6 +55,11 @@ def test_the_base_job_is_accepted(job):
          ["'parallelism.expert_parallel_degree' = 2 does not divide parallelism.data_parallel_shard_degree 3"]),
         (("--model.flavor=debug-moe", "--parallelism.expert_parallel_degree=2", "--parallelism.tensor_parallel_degree=8"),
          ["'parallelism.expert_parallel_degree' = 2 x parallelism.tensor_parallel_degree 8 does not divide the 8 experts"]),
+        (("--float8.enable", "--parallelism.tensor_parallel_degree=2"),
+         ["'float8.enable' with parallelism.tensor_parallel_degree > 1 is not supported yet"]),
+        (("--fault_tolerance.enable", "--fault_tolerance.replica_id=2", "--fault_tolerance.group_size=2"),
+         ["'fault_tolerance.replica_id' = 2 must be below group_size = 2"]),
+        (("--fault_tolerance.enable",), ["'fault_tolerance.enable' is not wired into train.py yet"]),
     ],
 )
 def test_cross_check_refused_on_the_command_line(job, cli, fragments):

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.placement_types import _StridedShard
 
 from tests.distributed_helper import run_checks
 from tests.models.vla.helpers import make_batch, tiny_vla
@@ -91,8 +92,12 @@ def micro_step(model, micro_batches: list[Batch], dp_mesh, step: int) -> float:
     return weighted_total(losses.term_losses(all_reduce_sum(losses.sums, dp_mesh)), weights)
 
 
-def train(model, dims: ParallelDims | None, steps: int) -> tuple[list[float], torch.optim.Optimizer]:
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
+def train(model, dims: ParallelDims | None, steps: int, sgd: bool = False) -> tuple[list[float], torch.optim.Optimizer]:
+    """``steps`` optimizer steps on the global batch (this rank's share), clipped to norm 1; returns the
+    losses and the optimizer. AdamW's update barely depends on the gradient's scale; ``sgd`` steps in
+    proportion to it, so a wrong clipping norm shows in the losses at full size."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.05) if sgd else torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1)
     losses = []
     for step in range(steps):
         batch = make_batch(model, batch_size=GLOBAL_BATCH, seed=100 + step)
@@ -163,13 +168,16 @@ def check_frozen_vision(reference: VLA) -> dict:
 
 
 def check_grad_norm_mixed_meshes() -> dict:
-    """Gradients on a 1-D mesh, a 2-D mesh (sharded and replicated dims), plain tensors and a frozen one."""
+    """Gradients on a 1-D mesh, a 2-D mesh (sharded and replicated dims), a strided shard, plain tensors and
+    a frozen one."""
     world = dist.get_world_size()
     mesh1 = ParallelDims(1, world, world).mesh["dp_shard"]
     mesh2 = ParallelDims(world, 1, world).mesh["dp_replicate", "dp_shard"]
     torch.manual_seed(0)
-    fulls = [torch.randn(6, 3), torch.randn(5), torch.randn(4, 2), torch.randn(3)]
-    layouts = [(mesh1, [Shard(0)]), (mesh2, [Replicate(), Shard(0)]), (mesh2, [Shard(0), Replicate()]), None]
+    fulls = [torch.randn(6, 3), torch.randn(5), torch.randn(4, 2), torch.randn(8, 2), torch.randn(3)]
+    # A strided shard is how FSDP shards a dim that tensor parallelism already splits.
+    layouts = [(mesh1, [Shard(0)]), (mesh2, [Replicate(), Shard(0)]), (mesh2, [Shard(0), Replicate()]),
+               (mesh1, [_StridedShard(0, split_factor=2)]), None]
     params = []
     for full, layout in zip(fulls, layouts):
         zeros = torch.zeros_like(full)
@@ -195,6 +203,17 @@ def lm_head_logits(model: VLA, batch: Batch) -> torch.Tensor:
     return captured[0]
 
 
+def write_hf_export(reference: VLA) -> str:
+    """Rank 0 writes the reference's VLM as an HF checkpoint (``model.safetensors``) into a fresh folder
+    that every rank gets."""
+    folder = [tempfile.mkdtemp(prefix="hf_vlm_") if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(folder)
+    if dist.get_rank() == 0:
+        save_file({k: v.contiguous() for k, v in vlm_hf_state_dict(reference).items()}, f"{folder[0]}/model.safetensors")
+    dist.barrier()
+    return folder[0]
+
+
 def check_hf_loading(reference: VLA) -> dict:
     """Rank 0 writes the reference's VLM as an HF checkpoint; a sharded model loads it (per-rank slices)
     and must give the unsharded reference's logits: the largest difference."""
@@ -206,18 +225,14 @@ def check_hf_loading(reference: VLA) -> dict:
 def hf_loaded_copy(reference: VLA, cfg: JobConfig) -> VLA:
     """A model parallelized by ``cfg`` with fresh weights, then loaded from the HF checkpoint rank 0 writes
     of the reference's VLM."""
-    folder = [tempfile.mkdtemp(prefix="hf_vlm_") if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(folder)
-    if dist.get_rank() == 0:
-        save_file({k: v.contiguous() for k, v in vlm_hf_state_dict(reference).items()}, f"{folder[0]}/model.safetensors")
-    dist.barrier()
+    folder = write_hf_export(reference)
     dims = ParallelDims.from_config(cfg.parallelism)
     with torch.device("meta"):
         model = VLA.from_config(cfg.model, reference.expert_cfg)
     parallelize_vla(model, dims, cfg)
     torch.manual_seed(123)  # fresh weights that differ from the reference's
     init_on_device(model, torch.device("cpu"))
-    load_vlm_hf(model, folder[0])
+    load_vlm_hf(model, folder)
     return model
 
 

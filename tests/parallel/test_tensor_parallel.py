@@ -46,7 +46,8 @@ def test_tp_splits_layers_and_replicates_the_rest(results):
     for name in ("attention.wq", "attention.wk", "attention.wv", "attention.wo", "feed_forward.w1",
                  "expert.attention.wq", "expert.attention.wo", "expert.feed_forward.w2"):
         assert f"{layer}{name}.weight" in sharded, name
-    assert "vlm.vision_encoder.blocks.0.mlp.linear_fc1.weight" in sharded
+    for name in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.proj", "mlp.linear_fc1"):
+        assert f"vlm.vision_encoder.blocks.0.{name}.weight" in sharded, name
     for name in ("vlm.layers.0.attention_norm.weight", "vlm.layers.0.attention.q_norm.weight", "vlm.norm.weight",
                  "expert.heads.action_in_proj.weight", "vlm.vision_encoder.merger.linear_fc1.weight"):
         assert name in replicated, name
@@ -60,6 +61,13 @@ def test_tp_splits_layers_and_replicates_the_rest(results):
 def test_dcp_checkpoint_moves_between_tp_and_fsdp(results, direction):
     run = results["dcp"][direction]
     assert run["loaded"] == pytest.approx(run["saved"], rel=1e-6)
+
+
+@pytest.mark.distributed
+def test_hf_weights_load_into_tp_like_one_process(results):
+    run = results["hf"]
+    assert run["max_logit_diff"] < 1e-4
+    assert run["loss"] == pytest.approx(run["reference"], rel=1e-5)
 
 
 PLANNED = """

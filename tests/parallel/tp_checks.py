@@ -14,11 +14,26 @@ import tempfile
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from tests.distributed_helper import run_checks
 from tests.models.vla.helpers import make_batch, tiny_vla
-from tests.parallel.dist_checks import GLOBAL_BATCH, full_grads, job_config, micro_step, sharded_copy, split, train
+from tests.parallel.dist_checks import (
+    GLOBAL_BATCH,
+    full_grads,
+    job_config,
+    lm_head_logits,
+    micro_step,
+    sharded_copy,
+    split,
+    train,
+    write_hf_export,
+)
+from torchtitan_vla.config import JobConfig
+from torchtitan_vla.models.vla import VLA
+from torchtitan_vla.models.vla.hf_keys import load_vlm_hf, not_in_hf_checkpoint
+from torchtitan_vla.parallel import ParallelDims, parallelize_vla
+from torchtitan_vla.parallel.weights import init_on_device
 
 STEPS = 4
 
@@ -118,6 +133,36 @@ def check_dcp(reference) -> dict:
             "fsdp_to_tp": saved_and_reloaded_loss(reference, job_config(), tp_config())}
 
 
+def hf_loaded(reference, cfg, folder: str) -> VLA:
+    """A fresh model under ``cfg``'s layout: its VLM loaded from the HF folder, everything the HF
+    checkpoint does not hold (the expert) copied from the reference."""
+    with torch.device("meta"):
+        model = VLA.from_config(cfg.model, reference.expert_cfg)
+    if cfg.parallelism.tensor_parallel_degree > 1:
+        parallelize_vla(model, ParallelDims.from_config(cfg.parallelism), cfg)
+    torch.manual_seed(123)  # VLM weights unlike the reference's until loaded
+    init_on_device(model, torch.device("cpu"))
+    full = reference.state_dict()
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            if not name.startswith("vlm.") or not_in_hf_checkpoint(name.removeprefix("vlm.")):
+                p.copy_(distribute_tensor(full[name], p.device_mesh, p.placements) if isinstance(p, DTensor)
+                        else full[name])
+    load_vlm_hf(model, folder)
+    return model
+
+
+def check_hf_loading(reference, cfg=None) -> dict:
+    """The tiny VLM's HF export loaded into a TP model and into one process: largest logit difference and
+    the two losses of one step on the same batch."""
+    folder = write_hf_export(reference)
+    whole, split_model = hf_loaded(reference, JobConfig(), folder), hf_loaded(reference, cfg or tp_config(), folder)
+    batch = make_batch(reference, batch_size=GLOBAL_BATCH, seed=11)
+    halves = [split(batch, r, 2) for r in range(2)]
+    return {"max_logit_diff": float((lm_head_logits(split_model, batch) - lm_head_logits(whole, batch)).abs().max()),
+            "loss": micro_step(split_model, halves, None, step=3), "reference": micro_step(whole, halves, None, step=3)}
+
+
 def checks() -> dict:
     joint = tiny_vla()
     return {
@@ -125,6 +170,7 @@ def checks() -> dict:
         "late": lambda: check_parity(tiny_vla(fusion="late", num_layers=2)),
         "placements": lambda: check_placements(joint),
         "dcp": lambda: check_dcp(joint),
+        "hf": lambda: check_hf_loading(joint),
     }
 
 

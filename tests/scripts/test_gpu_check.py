@@ -54,7 +54,7 @@ def test_dry_run_writes_every_part(dry_run):
         checks.update(read(out, name)["checks"])
     assert {k: v["status"] for k, v in checks.items()} == {
         "env": "ok", "parity_sdpa": "ok", "parity_flex": "skipped", "bench_infer": "ok", "render": "ok",
-        "train_eager": "ok", "train_web": "ok", "train_compile": "skipped"}, checks
+        "train_eager": "ok", "train_web": "ok", "train_compile": "skipped", "train_float8": "skipped"}, checks
 
     env = read(out, "env")
     assert env["mode"] == "dry-run" and env["torch"] and env["packages"]["transformers"]
@@ -95,6 +95,15 @@ def test_report_fills_the_gpu_section_from_the_json(dry_run, tmp_path):
     # A second run replaces the section instead of appending another.
     assert report.main([str(out), "--doc", str(doc)]) == 0
     assert doc.read_text() == first
+
+
+def test_report_compares_float8_with_the_same_bf16_setting():
+    report = load_script("gpu_report")
+    row = dict(batch="robot", ac="selective", compile=False, local_batch_size=64)
+    results = [{**row, "float8": None, "step_time_s": 1.5}, {**row, "ac": "full", "float8": None, "step_time_s": 9.0},
+               {**row, "float8": "tensorwise", "step_time_s": 1.0}]
+    assert report.float8_ratio({"results": results}) == [
+        "", "float8 (tensorwise) vs bf16, AC selective, compile False: step 1.000 s vs 1.500 s (1.50x)."]
 
 
 def test_a_failed_part_records_its_error_and_keeps_results(tmp_path):

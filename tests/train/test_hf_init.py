@@ -161,7 +161,11 @@ def test_missing_hf_assets_exit_2_naming_the_path(assets, tmp_path, capsys, brok
 
 
 @pytest.mark.distributed
-def test_two_ranks_load_sharded_hf_weights(assets, tmp_path):
+@pytest.mark.parametrize("tp", [1, 2])
+def test_two_ranks_load_sharded_hf_weights(assets, tmp_path, tp):
+    """FSDP (dim-0 rows) or TP (heads, rows and columns; the fused ViT qkv split by heads): with lr = 0
+    the exported VLM is exactly the transformers-written checkpoint."""
     config = _config(assets, tmp_path, batch=1)
-    run_torchrun(REPO_ROOT / "train.py", ["--config", str(config)], nproc=2, timeout=240)
+    run_torchrun(REPO_ROOT / "train.py", ["--config", str(config), f"--parallelism.tensor_parallel_degree={tp}"],
+                 nproc=2, timeout=240)
     _assert_export_is_the_checkpoint(tmp_path / "out" / "hf", assets["hf"])

@@ -14,6 +14,8 @@ from .checkpoint import Checkpoint
 from .curriculum import Curriculum, Eval
 from .data import Data
 from .debug import Debug
+from .fault_tolerance import FaultTolerance
+from .float8 import Float8
 from .job import Job
 from .metrics import Metrics
 from .model import ActionExpert, Model
@@ -53,6 +55,12 @@ class JobConfig:
 
     compile: Compile = field(default_factory=Compile)
     """Per-block torch.compile."""
+
+    float8: Float8 = field(default_factory=Float8)
+    """Float8 linear layers through torchao."""
+
+    fault_tolerance: FaultTolerance = field(default_factory=FaultTolerance)
+    """torchft replica groups: training goes on when one dies, a restarted one rejoins."""
 
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     """DCP checkpoints, resumption and export."""

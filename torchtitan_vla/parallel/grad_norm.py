@@ -4,7 +4,7 @@
 gradients are DTensors on different meshes (e.g. a 2-D HSDP mesh next to a 1-D one) and, for plain
 local shards, would miss the other ranks' parts. Here the p-th powers of the local shards are summed
 per (mesh, placements) group and all-reduced over exactly the mesh dimensions the gradient is
-sharded on; replicated dimensions hold copies and are not summed.
+sharded on (plain or strided shards); replicated dimensions hold copies and are not summed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+from torch.distributed.tensor import DTensor, Partial, Replicate
 
 
 def _local_pow_sum(tensors: list[torch.Tensor], norm_type: float) -> torch.Tensor:
@@ -53,7 +53,8 @@ def total_grad_norm(parameters: Iterable[torch.Tensor], norm_type: float = 2.0) 
             mesh, placements = meshes[key], key[1]
             op = dist.ReduceOp.MAX if inf else dist.ReduceOp.SUM
             for dim, placement in enumerate(placements):
-                if isinstance(placement, Shard) and mesh.size(dim) > 1:
+                # Not ``isinstance(Shard)``: FSDP over a TP shard of the same dim is a ``_StridedShard``.
+                if not placement.is_replicate() and mesh.size(dim) > 1:
                     dist.all_reduce(part, op=op, group=mesh.get_group(dim))
         total = torch.maximum(total, part) if inf else total + part
     return total if inf else total ** (1.0 / norm_type)

@@ -37,6 +37,7 @@ from torchtitan_vla.utils.logging import logger
 from .activation_checkpoint import apply_ac
 from .compile import apply_compile
 from .expert_parallel import apply_ep, moe_layers
+from .float8 import apply_float8
 from .fsdp import FSDPSettings, disable_gradient_division, mixed_precision
 from .parallel_dims import ParallelDims
 from .tensor_parallel import apply_tp
@@ -145,13 +146,17 @@ def apply_plan(plan: ComponentPlan, job_config: JobConfig, fsdp: FSDPSettings | 
 
 
 def parallelize_vla(model: nn.Module, parallel_dims: ParallelDims, job_config: JobConfig) -> nn.Module:
-    """Apply tensor parallelism, activation checkpointing, per-block compile and FSDP2/HSDP to ``model``
-    in place.
+    """Apply float8, tensor parallelism, activation checkpointing, per-block compile and FSDP2/HSDP to
+    ``model`` in place.
 
     Call it on the meta-device model, before ``to_empty`` + ``init_weights`` or loading weights
     (see ``parallel/weights.py``), and build the optimizer afterwards (it must see the sharded
     parameters). With a single data-parallel rank no FSDP is applied (plain module).
     """
+    if job_config.float8.enable:
+        if parallel_dims.tp_enabled:
+            raise ValueError("float8.enable with parallelism.tensor_parallel_degree > 1 is not supported yet")
+        apply_float8(model, job_config.float8, parallel_dims.device_type)
     experts = []
     if moe_layers(model) and parallel_dims.expert_mesh is not None:
         experts = apply_ep(model, parallel_dims.expert_mesh, parallel_dims.tp_mesh)

@@ -58,9 +58,10 @@ def check_layout(cfg: JobConfig, world_size: int) -> ParallelDims:
     from torchtitan_vla.models.vla.build import vlm_args
 
     dims = ParallelDims.from_config(cfg.parallelism, world_size=world_size, device_type="cpu")
-    text = vlm_args(cfg.model, None).text
-    check_tp_heads(text.n_heads, text.n_kv_heads, dims.tp, f"flavor {cfg.model.flavor!r}")
-    check_ep(text.num_experts, dims.ep, dims.tp, f"flavor {cfg.model.flavor!r}")
+    args = vlm_args(cfg.model, None)
+    check_tp_heads(args.text.n_heads, args.text.n_kv_heads, dims.tp, f"flavor {cfg.model.flavor!r}")
+    check_tp_heads(args.vision.n_heads, args.vision.n_heads, dims.tp, f"flavor {cfg.model.flavor!r}'s vision encoder")
+    check_ep(args.text.num_experts, dims.ep, dims.tp, f"flavor {cfg.model.flavor!r}")
     return dims
 
 

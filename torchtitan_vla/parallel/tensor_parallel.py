@@ -1,6 +1,6 @@
 """Tensor parallelism (Megatron-style, through ``parallelize_module``) for every component.
 
-Each decoder / expert attention's q/k/v projections are split by heads (colwise) and its output
+Each decoder / expert / vision attention's q/k/v projections are split by heads (colwise) and its output
 projection by rows, each MLP's up/gate projections colwise and its down projection rowwise: one all-reduce per attention and per
 MLP in forward, one in backward. Heads are found from the local projection's width (the model splits
 them with ``head_dim``), so attention runs on the local head counts without being told; the decoder's
@@ -99,9 +99,15 @@ def decoder_layer_plan(layer: nn.Module, prefix: str = "") -> dict[str, Parallel
 
 
 def vision_block_plan() -> dict[str, ParallelStyle]:
-    # Only the MLP (2/3 of a ViT block's weights) is split. The attention's q, k and v share one fused
-    # Linear (the released layout); splitting it by heads needs a strided shard, which DCP cannot save.
-    return {"mlp.linear_fc1": ColwiseParallel(), "mlp.linear_fc2": RowwiseParallel()}
+    # Heads split like the decoder's (q/k/v by heads, the output projection by rows), then the MLP.
+    return {
+        "attn.q_proj": ColwiseParallel(),
+        "attn.k_proj": ColwiseParallel(),
+        "attn.v_proj": ColwiseParallel(),
+        "attn.proj": RowwiseParallel(),
+        "mlp.linear_fc1": ColwiseParallel(),
+        "mlp.linear_fc2": RowwiseParallel(),
+    }
 
 
 def block_plan(block: nn.Module) -> dict[str, ParallelStyle]:
@@ -164,6 +170,10 @@ def apply_tp(model: nn.Module, mesh: DeviceMesh) -> None:
     rest. Call before activation checkpointing, compile and FSDP (they wrap the parallelised modules)."""
     attention = next(m for m in model.modules() if isinstance(m, Attention))
     check_tp_heads(attention.n_heads, attention.n_kv_heads, mesh.size(), "the decoder")
+    vision = next((m for m in model.modules() if isinstance(m, VisionBlock)), None)
+    if vision is not None:
+        heads = vision.attn.q_proj.out_features // vision.attn.head_dim
+        check_tp_heads(heads, heads, mesh.size(), "the vision encoder")
     seen: set[int] = set()
     for name in model.components():
         for block in model.blocks(name):

@@ -4,10 +4,13 @@ Order: build on ``meta`` -> ``parallelize_vla`` -> ``init_on_device`` (allocates
 then ``init_weights``) -> optionally ``load_weights`` (HF Qwen3-VL into the VLM part, an exported policy
 into the whole VLA). A plain, unsharded module is the one-rank case of the same reader.
 
-``load_weights`` is the only weight reader of the project: every rank reads only its own dim-0 rows of
-each tensor from the memory-mapped safetensors files, through a key mapping (the model's state-dict
-adapter, or none). Peak host memory per rank (P = bytes of the model, N = data-parallel ranks, T =
-bytes of the largest tensor): the local shards, P/N, plus the rows of one tensor, T/N.
+``load_weights`` is the only weight reader of the project: every rank reads only its own part of each
+tensor from the memory-mapped safetensors files, through a key mapping (the model's state-dict adapter,
+or none): the box of a renamed tensor whatever dims are sharded (FSDP rows, tensor-parallel rows or
+columns), the dim-0 rows of a tensor the mapping reshapes along later dims. A tensor the mapping splits
+along dim 0 (the fused ViT ``qkv``) is read whole and each rank keeps its part. Peak host memory per
+rank (P = bytes of the model, N = ranks that shard a tensor, T = bytes of the largest tensor): the local
+shards, P/N, plus the part of one tensor, T/N (T for a split tensor).
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from torch import nn
-from torch.distributed.tensor import DTensor, Shard
+from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
 KeyMap = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-"""Stored names -> module names (``Qwen3VLStateDictAdapter.from_hf``); must keep dim 0 of every tensor
-(renames, reshapes and splits along later dims do), since FSDP shards dim 0."""
+"""Stored names -> module names (``Qwen3VLStateDictAdapter.from_hf``): renames, reshapes and splits."""
+
+Box = tuple[tuple[int, int], ...]
+"""[start, stop) of each leading dim of a tensor (the dims not listed are read whole)."""
 
 KeyFilter = Callable[[str], bool]
 
@@ -80,14 +85,14 @@ class TensorSource:
     shape: Callable[[str], tuple[int, ...]]
     """Stored name -> its shape, without reading the data."""
 
-    read: Callable[[str, tuple[int, int] | None], torch.Tensor]
-    """(stored name, rows [start, stop) of dim 0 or None for all) -> the tensor."""
+    read: Callable[[str, Box | None], torch.Tensor]
+    """(stored name, the box to read or None for all) -> the tensor."""
 
     @classmethod
     def of_dict(cls, state: dict[str, torch.Tensor], where: str = "the state dict") -> TensorSource:
         """An in-memory state dict (e.g. a transformers model's) as a source."""
         return cls(where, dict.fromkeys(state, where), lambda k: tuple(state[k].shape),
-                   lambda k, rows: state[k] if rows is None else state[k][rows[0]: rows[1]])
+                   lambda k, box: state[k] if box is None else state[k][_slices(box)])
 
 
 @contextmanager
@@ -99,9 +104,9 @@ def open_safetensors(folder: str | Path) -> Iterator[TensorSource]:
             handle = stack.enter_context(safe_open(str(path), framework="pt"))
             handles.update(dict.fromkeys(handle.keys(), (path, handle)))
 
-        def read(key: str, rows: tuple[int, int] | None) -> torch.Tensor:
+        def read(key: str, box: Box | None) -> torch.Tensor:
             sliced = handles[key][1].get_slice(key)
-            return sliced[:] if rows is None else sliced[rows[0]: rows[1]]
+            return sliced[:] if box is None else sliced[_slices(box)]
 
         yield TensorSource(str(folder), {k: p.name for k, (p, _) in handles.items()},
                            lambda k: tuple(handles[k][1].get_slice(k).get_shape()), read)
@@ -114,24 +119,51 @@ def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
         return {name: source.read(name, None) for name in source.names}
 
 
-def _rows(target: torch.Tensor) -> tuple[int, int] | None:
-    """Rows (dim 0) of the global tensor this rank holds, or None for a plain (unsharded) tensor."""
+def _slices(box: Box) -> tuple[slice, ...]:
+    return tuple(slice(lo, hi) for lo, hi in box)
+
+
+def _box(target: torch.Tensor) -> Box | None:
+    """The part of the global tensor this rank holds, or None for a plain (unsharded) tensor."""
     if not isinstance(target, DTensor):
         return None
-    for placement in target.placements:
-        if isinstance(placement, Shard) and placement.dim != 0:
-            raise ValueError(f"load_weights: only dim-0 sharding is supported, got {target.placements}")
     shape, offset = compute_local_shape_and_global_offset(target.shape, target.device_mesh, target.placements)
-    return offset[0], offset[0] + shape[0]
+    return tuple((o, o + n) for o, n in zip(offset, shape))
 
 
 def _local(target: torch.Tensor) -> torch.Tensor:
     return target.to_local() if isinstance(target, DTensor) else target
 
 
-def _plan(module: nn.Module, source: TensorSource, key_map: KeyMap, skip: KeyFilter | None) -> dict[str, list[str]]:
-    """Stored name -> the module keys it fills, after checking every name and shape: one ValueError
-    lists every missing, unexpected and mis-shaped key (with the file) before anything is copied."""
+def _read_box(stored: tuple[int, ...], mapped: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> Box | None:
+    """What to read of one stored tensor for the module keys it maps to (``mapped``: their meta tensors).
+
+    A rename reads exactly the target's box; a mapping that keeps dim 0 and only dim 0 is sharded reads
+    the rows; anything else (a split along a sharded dim) reads the whole tensor (None)."""
+    boxes = {_box(targets[k]) for k in mapped}
+    if len(boxes) != 1 or (box := boxes.pop()) is None:
+        return None
+    if len(mapped) == 1 and tuple(next(iter(mapped.values())).shape) == stored:
+        return box
+    whole_beyond_rows = all(box[d] == (0, n) for k in mapped for d, n in enumerate(targets[k].shape) if d > 0)
+    if whole_beyond_rows and all(m.shape[0] == stored[0] for m in mapped.values()):
+        return box[:1]
+    return None
+
+
+@dataclass
+class _Read:
+    keys: list[str]
+    """The module keys the stored tensor fills."""
+
+    box: Box | None
+    """What each rank reads of it (None: all of it, then each key keeps its own box)."""
+
+
+def _plan(module: nn.Module, source: TensorSource, key_map: KeyMap, skip: KeyFilter | None) -> dict[str, _Read]:
+    """Stored name -> the module keys it fills and what to read, after checking every name and shape:
+    one ValueError lists every missing, unexpected and mis-shaped key (with the file) before anything
+    is copied."""
     targets = module.state_dict()
     plan, unexpected, mismatched = {}, [], []
     for name, where in source.names.items():
@@ -144,14 +176,15 @@ def _plan(module: nn.Module, source: TensorSource, key_map: KeyMap, skip: KeyFil
         if unknown:
             renamed = "" if unknown == [name] else f" (as {', '.join(unknown)})"
             unexpected.append(f"{name} in {where}{renamed}")
-        for key in set(mapped) - set(unknown):
-            if mapped[key].shape != targets[key].shape:
-                mismatched.append(f"{key}: checkpoint {tuple(mapped[key].shape)} vs model "
+        known = {k: v for k, v in mapped.items() if k in targets}
+        shaped = True
+        for key, value in known.items():
+            if value.shape != targets[key].shape:
+                shaped = False
+                mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model "
                                   f"{tuple(targets[key].shape)} ({name} in {where})")
-        if len({_rows(targets[k]) for k in mapped if k in targets}) > 1:
-            raise ValueError(f"{name} in {where} feeds tensors sharded differently: {sorted(mapped)}")
-        plan[name] = list(mapped)
-    filled = {k for keys in plan.values() for k in keys}
+        plan[name] = _Read(list(mapped), _read_box(source.shape(name), known, targets) if shaped and known else None)
+    filled = {k for read in plan.values() for k in read.keys}
     # A key sharing storage with a filled one (the tied LM head) is filled through it.
     filled_storage = {_local(targets[k]).untyped_storage().data_ptr() for k in filled if k in targets}
     missing = [k for k in targets if k not in filled and not (skip and skip(k))
@@ -168,14 +201,16 @@ def _plan(module: nn.Module, source: TensorSource, key_map: KeyMap, skip: KeyFil
 def load_weights(module: nn.Module, source: TensorSource, key_map: KeyMap | None = None,
                  skip: KeyFilter | None = None) -> None:
     """Copy every tensor of ``source`` into ``module`` (materialised, sharded or not); each rank reads
-    only the rows it holds. ``key_map`` renames stored names to module keys (identity when None);
-    module keys that ``skip`` accepts may be absent from the source (the expert half of joint layers,
-    LoRA adapters)."""
+    only the part it holds (see the module docstring). ``key_map`` renames stored names to module keys
+    (identity when None); module keys that ``skip`` accepts may be absent from the source (the expert
+    half of joint layers, LoRA adapters)."""
     key_map = key_map or dict
     targets = module.state_dict()
-    for name, keys in _plan(module, source, key_map, skip).items():
-        rows = _rows(targets[keys[0]]) if keys else None
-        for key, value in key_map({name: source.read(name, rows)}).items():
+    for name, read in _plan(module, source, key_map, skip).items():
+        for key, value in key_map({name: source.read(name, read.box)}).items():
+            box = _box(targets[key])
+            if read.box is None and box is not None:
+                value = value[_slices(box)]
             _local(targets[key]).copy_(value)
 
 

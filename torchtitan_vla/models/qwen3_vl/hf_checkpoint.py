@@ -35,11 +35,13 @@ def write_hf_config(args: Qwen3VLArgs, folder: Path, dtype: torch.dtype) -> None
 
 def hf_conversions(args: Qwen3VLArgs, keys: Iterable[str]) -> list[Conversion]:
     """Native ``Qwen3VLModel`` keys -> HF tensors for the writer: a fused MoE expert tensor needs its
-    layer's ``w1``/``w3`` (``w2``) together; every other key converts on its own."""
+    layer's ``w1``/``w3`` (``w2``) together, a fused ViT ``qkv`` its block's q, k and v; every other key
+    converts on its own."""
     to_hf = Qwen3VLStateDictAdapter(args).to_hf
     groups: dict[str, list[str]] = {}
     for key in keys:
-        groups.setdefault(re.sub(r"\.experts\.w[123]$", ".experts", key), []).append(key)
+        group = re.sub(r"\.experts\.w[123]$", ".experts", key)
+        groups.setdefault(re.sub(r"\.attn\.[qkv]_proj\.", ".attn.qkv.", group), []).append(key)
     return [(group, to_hf) for group in groups.values()]
 
 

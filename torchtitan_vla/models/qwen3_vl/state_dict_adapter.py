@@ -10,6 +10,7 @@ HF -> native renames (decoder layer l, ViT block i):
     model.language_model.layers.l.mlp.experts.down_proj      -> layers.l.feed_forward.experts.w2
     model.language_model.{embed_tokens,norm}                 -> {tok_embeddings,norm}
     model.visual.patch_embed.proj (Conv3d)                   -> vision_encoder.patch_embed (Linear)
+    model.visual.blocks.i.attn.qkv (fused, q|k|v rows)       -> vision_encoder.blocks.i.attn.{q,k,v}_proj
     model.visual.deepstack_merger_list.k                     -> vision_encoder.deepstack_mergers.k
     model.visual.*                                           -> vision_encoder.*
     lm_head                                                  -> lm_head
@@ -52,7 +53,7 @@ _RENAMES: list[tuple[str, str]] = [
     (_VIS + "pos_embed.weight", "vision_encoder.pos_embed.weight"),
 ]
 for _p in ("weight", "bias"):
-    for _name in ("norm1", "norm2", "attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"):
+    for _name in ("norm1", "norm2", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"):
         _RENAMES.append((f"{_VIS}blocks.{{}}.{_name}.{_p}", f"vision_encoder.blocks.{{}}.{_name}.{_p}"))
     for _name in ("norm", "linear_fc1", "linear_fc2"):
         _RENAMES.append((f"{_VIS}merger.{_name}.{_p}", f"vision_encoder.merger.{_name}.{_p}"))
@@ -67,6 +68,8 @@ def _matcher(template: str) -> re.Pattern:
 _PATCH_EMBED = _matcher(_VIS + "patch_embed.proj.weight")
 _GATE_UP = _matcher(_LAYER + "mlp.experts.gate_up_proj")
 _DOWN = _matcher(_LAYER + "mlp.experts.down_proj")
+_QKV = re.compile(re.escape(_VIS) + r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)")
+_QKV_PARTS = re.compile(r"vision_encoder\.blocks\.(\d+)\.attn\.([qkv])_proj\.(weight|bias)")
 
 
 def _rename(key: str, table: list[tuple[re.Pattern, str]]) -> str | None:
@@ -97,6 +100,9 @@ class Qwen3VLStateDictAdapter:
                 out[f"layers.{m[1]}.feed_forward.experts.w3"] = w3
             elif m := _DOWN.fullmatch(key):
                 out[f"layers.{m[1]}.feed_forward.experts.w2"] = self._down(key, tensor)
+            elif m := _QKV.fullmatch(key):
+                for part, rows in zip("qkv", tensor.chunk(3, dim=0)):
+                    out[f"vision_encoder.blocks.{m[1]}.attn.{part}_proj.{m[2]}"] = rows
             elif (name := _rename(key, self._from_hf_table)) is not None:
                 out[name] = tensor
             else:
@@ -128,6 +134,7 @@ class Qwen3VLStateDictAdapter:
         out: dict[str, torch.Tensor] = {}
         v = self.args.vision
         experts: dict[str, dict[str, torch.Tensor]] = {}
+        qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
         for key, tensor in state.items():
             if key == "lm_head.weight" and self.args.text.tie_word_embeddings:
                 continue
@@ -136,6 +143,8 @@ class Qwen3VLStateDictAdapter:
                 out["model.visual.patch_embed.proj.weight"] = tensor.reshape(shape)
             elif m := re.fullmatch(r"layers\.(\d+)\.feed_forward\.experts\.(w1|w2|w3)", key):
                 experts.setdefault(m[1], {})[m[2]] = tensor
+            elif m := _QKV_PARTS.fullmatch(key):
+                qkv.setdefault((m[1], m[3]), {})[m[2]] = tensor
             elif (name := _rename(key, self._to_hf_table)) is not None:
                 out[name] = tensor
             else:
@@ -144,5 +153,7 @@ class Qwen3VLStateDictAdapter:
             prefix = f"model.language_model.layers.{layer}.mlp.experts."
             out[prefix + "gate_up_proj"] = torch.cat((w["w1"], w["w3"]), dim=1).transpose(1, 2).contiguous()
             out[prefix + "down_proj"] = w["w2"].transpose(1, 2).contiguous()
+        for (block, kind), parts in qkv.items():
+            out[f"{_VIS}blocks.{block}.attn.qkv.{kind}"] = torch.cat([parts[p] for p in "qkv"])
         return out
 

@@ -55,17 +55,23 @@ def frame_groups(grid: list[list[int]], device) -> list[FrameGroup]:
 
 
 class VisionAttention(nn.Module):
-    """Bidirectional attention within each frame: SDPA over frames batched by size (exact, no mask)."""
+    """Bidirectional attention within each frame: SDPA over frames batched by size (exact, no mask).
+
+    The released checkpoints fuse q, k and v into one ``qkv`` tensor; here they are three projections
+    (the state-dict adapter splits and re-fuses them), so that tensor parallelism can split each by
+    heads with contiguous shards. The head count is read from the projection's output width, which is
+    the local one under tensor parallelism."""
 
     def __init__(self, args: VisionArgs):
         super().__init__()
-        self.n_heads = args.n_heads
         self.head_dim = args.dim // args.n_heads
-        self.qkv = nn.Linear(args.dim, 3 * args.dim, bias=True)
+        self.q_proj = nn.Linear(args.dim, args.dim, bias=True)
+        self.k_proj = nn.Linear(args.dim, args.dim, bias=True)
+        self.v_proj = nn.Linear(args.dim, args.dim, bias=True)
         self.proj = nn.Linear(args.dim, args.dim, bias=True)
 
     def forward(self, x, cos, sin, groups: list[FrameGroup]) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "n (three h d) -> three n h d", three=3, d=self.head_dim)
+        q, k, v = (rearrange(p(x), "n (h d) -> n h d", d=self.head_dim) for p in (self.q_proj, self.k_proj, self.v_proj))
         # The rotation runs in fp32, then goes back to the activation dtype (reference numerics).
         q = apply_rotary(q.float(), cos[:, None], sin[:, None]).to(x.dtype)
         k = apply_rotary(k.float(), cos[:, None], sin[:, None]).to(x.dtype)
