@@ -64,6 +64,11 @@ class Batch:
     has_actions: torch.Tensor | None = None
     """(B,) bool: True for robot samples. None: every row is a robot sample when ``actions`` is given."""
 
+    fast_mask: torch.Tensor | None = None
+    """(B, S) bool: True at the FAST action segment of robot samples (``"Action: "``, the chunk's FAST
+    tokens, EOS). The labels inside it are the discrete action loss's targets (the rest are the text
+    loss's); the Action Expert never attends to these tokens. None: no FAST tokens."""
+
     source_id: torch.Tensor | None = None
     """(B,) long index of each sample's data source in the loader's ``source_names`` (per-source metrics)."""
 
