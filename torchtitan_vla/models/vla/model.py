@@ -254,6 +254,7 @@ class VLA(VLAParts, nn.Module):
         noise: torch.Tensor | None = None,
         use_cache: bool = True,
         rtc: RTCInputs | None = None,
+        prefix: PrefixCache | None = None,
     ) -> torch.Tensor:
         """Integrate the flow from noise (t = 1) to actions (t = 0) with Euler steps: (B, H, max_action_dim).
 
@@ -264,6 +265,9 @@ class VLA(VLAParts, nn.Module):
         ``rtc``: real-time chunking against a previous chunk (see ``action_expert/rtc.py``): its first
         ``delay`` steps come back equal to the previous chunk, the overlap after them is guided towards it
         (or, with ``prefix_conditioning``, the prefix is given clean to an expert trained that way).
+
+        ``prefix``: a cache computed already (``generate.greedy_decode``: prompt + generated text), used
+        instead of encoding ``batch``'s prompt.
         """
         if self.expert is None:
             raise ValueError("sample_actions needs the Action Expert (action_expert.enable = true)")
@@ -276,11 +280,13 @@ class VLA(VLAParts, nn.Module):
             noise = torch.randn(shape, device=batch.input_ids.device)
         x = self._check_noise(noise, batch)
         dt = -1.0 / num_steps
-        observation = self.observe(batch)  # embeddings, vision features, positions, mask: the same every step
-        cache = self.encode_prefix(observation) if use_cache else None
+        cache = prefix
+        if cache is None:
+            observation = self.observe(batch)  # embeddings, vision features, positions, mask: the same every step
+            cache = self.encode_prefix(observation) if use_cache else None
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.cached_velocity(cache, x_t, t) if use_cache else self.velocity(observation, x_t, t)
+            return self.cached_velocity(cache, x_t, t) if cache is not None else self.velocity(observation, x_t, t)
 
         if rtc is not None:
             if rtc.prev_actions.shape[0] != batch.num_samples:
