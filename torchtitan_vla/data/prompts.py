@@ -58,13 +58,15 @@ class PromptBuilder:
         per_image = [int(g.prod()) for g in grid]
         return Document(ids, [IGNORE_INDEX] * len(ids), list(pixel_values.split(per_image)), list(grid))
 
-    def action_segment(self, doc: Document, fast_tokens: list[int]) -> tuple[Document, list[bool]]:
+    def action_segment(self, doc: Document, fast_tokens: list[int] | None) -> tuple[Document, list[bool]]:
         """``doc`` followed by ``"Action: "`` + the chunk's FAST tokens + EOS (pi0-FAST's postfix), and the
         per-token flag of that segment. The loss is on the FAST tokens and EOS only: ``"Action: "`` is
-        given at inference, where decoding starts after it."""
+        given at inference, where ``fast_tokens`` is None and decoding continues after it."""
         lead = self.tokenizer.encode(ACTION_PREFIX)
-        ids = lead + list(fast_tokens) + [self.tokenizer.eos_id]
-        labels = [IGNORE_INDEX] * (len(lead) - 1) + ids[len(lead):] + [IGNORE_INDEX]
+        ids, labels = lead, [IGNORE_INDEX] * len(lead)
+        if fast_tokens is not None:
+            ids = lead + list(fast_tokens) + [self.tokenizer.eos_id]
+            labels = labels[:-1] + ids[len(lead):] + [IGNORE_INDEX]
         segment = Document(doc.input_ids + ids, doc.labels + labels, doc.pixel_values, doc.image_grid_thw)
         return segment, [False] * len(doc) + [True] * len(ids)
 

@@ -27,15 +27,17 @@ class BadValueError(DataError, ValueError):
 def robot_sample(prompts: PromptBuilder, images: list[np.ndarray], image_size: int, instruction: str,
                  state: np.ndarray, actions: np.ndarray, action_is_pad: np.ndarray, action_dim_mask: np.ndarray,
                  *, max_state_dim: int, max_action_dim: int, state_mode: str, state_bins: int,
-                 source_id: int = 0, what: str = "", fast_tokens: list[int] | None = None) -> Sample:
+                 source_id: int = 0, what: str = "", fast_tokens: list[int] | None = None,
+                 open_fast_segment: bool = False) -> Sample:
     """The Sample of one robot observation: prompt (images + instruction, + binned state for pi0.5) and
     the padded, already-normalized state and action chunk. Training and serving both build samples
     here, so a served policy sees exactly the inputs it was trained on. ``what`` names the data in errors.
-    ``fast_tokens``: the chunk's FAST tokens (VLM ids), appended as the FAST action segment (training)."""
+    ``fast_tokens``: the chunk's FAST tokens (VLM ids), appended as the FAST action segment (training);
+    ``open_fast_segment``: only its opening ``"Action: "``, where pi0-FAST decoding continues."""
     bins = discretize_state(state, state_bins) if state_mode == "discrete" else None
     doc = prompts.robot(images, (image_size, image_size), instruction, bins)
     fast_mask = None
-    if fast_tokens is not None:
+    if fast_tokens is not None or open_fast_segment:
         doc, flags = prompts.action_segment(doc, fast_tokens)
         fast_mask = torch.tensor(flags)
     return doc.to_sample(

@@ -70,14 +70,9 @@ class FastActions:
         return self.vocab.to_tokens(self.fast.encode(chunk))
 
     def decode(self, token_ids: list[int]):
-        """(chunk (horizon, action_dim), ok) of decoded VLM tokens; ``ok`` False when the stream held a
-        non-FAST token or the tokenizer could not turn it into a chunk (the chunk is then its fallback)."""
-        fast_ids = self.vocab.to_fast(token_ids)
-        if any(i < 0 for i in fast_ids):
-            fast_ids = [i for i in fast_ids if i >= 0]
-            chunk, _ = self.fast.decode(fast_ids)
-            return chunk, False
-        return self.fast.decode(fast_ids)
+        """(chunk (horizon, action_dim) float32, ok) of generated VLM tokens. Never raises: a non-FAST token
+        is dropped and a wrong coefficient count repaired by the FAST tokenizer, with ``ok`` False."""
+        return self.fast.decode(self.vocab.to_fast(token_ids))
 
 
 def load_fast_actions(path: str, tokenizer: Tokenizer, embedding_rows: int) -> FastActions:
