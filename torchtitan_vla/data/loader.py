@@ -9,10 +9,10 @@ import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..config.data import DataSource
+from ..processing.fast_vocab import FastActions
 from .action_transform import ActionTransform
 from .document import Packer
 from .lerobot import LeRobotReader
-from ..processing.fast_vocab import FastActions
 from .mixture import MixtureDataset, worker_init
 from .prompts import PromptBuilder
 from .robot import RobotSampleBuilder, RobotStream

@@ -214,9 +214,13 @@ def evaluate_export(folder: str, eval_cfg, device: str = "cpu", schedule: DelayS
     from torchtitan_vla.serve.policy import Policy as ExportedPolicy
 
     world = world_of(eval_cfg.toyworld_data) if eval_cfg.toyworld_data else None
-    policy = from_inference_policy(ExportedPolicy.from_export(folder, device=device))
-    return evaluate(policy, eval_cfg.closed_loop_episodes, eval_cfg.seed, eval_cfg.max_episode_steps,
-                    eval_cfg.execute_steps, world, baselines=eval_cfg.baselines, schedule=schedule)
+    exported = ExportedPolicy.from_export(folder, device=device)
+    metrics = evaluate(from_inference_policy(exported), eval_cfg.closed_loop_episodes, eval_cfg.seed,
+                       eval_cfg.max_episode_steps, eval_cfg.execute_steps, world, baselines=eval_cfg.baselines,
+                       schedule=schedule)
+    if exported.decoding == "fast":  # pi0-FAST: how many chunks (baseline runs included) needed repair
+        metrics.update(fast_decodes=exported.fast_decodes, fast_decode_fallbacks=exported.fast_fallbacks)
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,10 @@ The export folder (written by the trainer at the end of a job):
   "action": {...}}`` (the statistics the training data was normalized with) and, optionally,
   ``action_transform`` (data/action_transform.py: the source's picked dimensions and delta actions; the
   client sends the stored state and gets absolute actions back);
-* ``tokenizer.json``.
+* ``tokenizer.json``;
+* ``fast_tokenizer.json`` when the model learned FAST action tokens (``model.fast_tokenizer_path`` then
+  names it, relative to the folder); with ``model.action_decoding = "fast"`` the policy decodes them
+  (pi0-FAST) instead of sampling the flow, and counts the streams it had to repair.
 
 Observation -> ``Batch`` goes through the data pipeline's own pieces (prompt rendering, image resizing and
 patching, normalization, collation), so serving sees exactly what training saw.
@@ -37,6 +40,8 @@ from torchtitan_vla.data.robot import robot_sample
 from torchtitan_vla.data.sample import Collator, Sample
 from torchtitan_vla.models.action_expert.rtc import RTCInputs
 from torchtitan_vla.models.vla import VLA
+from torchtitan_vla.models.vla.build import fast_actions
+from torchtitan_vla.models.vla.fast_decoding import decode_fast_actions
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
 from torchtitan_vla.parallel.weights_writer import verify_checksums
 from torchtitan_vla.processing.tokenizer import Tokenizer
@@ -130,10 +135,20 @@ class Policy:
         self.collate = Collator(tokenizer.pad_id, cfg.data.max_seq_len, self.horizon, expert.max_action_dim,
                                 expert.max_state_dim, num_sources=1, pad_to_max_seq_len=False)
         self.dim_mask = np.arange(expert.max_action_dim) < self.action_dim
+        self.fast = fast_actions(cfg.model, tokenizer)
+        self.decoding = cfg.model.action_decoding
+        if self.decoding == "fast" and self.fast is None:
+            raise ValueError("model.action_decoding = 'fast' needs model.fast_tokenizer_path")
+        self.fast_decodes = 0
+        """pi0-FAST chunks produced so far."""
+        self.fast_fallbacks = 0
+        """Of those, the chunks whose token stream was invalid (no EOS within the cap, or not a clean FAST
+        decode) and was repaired (``models/vla/fast_decoding.py``)."""
         self.max_image_side = DEFAULT_MAX_IMAGE_SIDE
         """Longest image side accepted (the server's ``--max-image-side``)."""
         self.metadata: dict[str, Any] = {
             "action_horizon": self.horizon,
+            "action_decoding": self.decoding,
             "action_dim": self.action_dim,
             "state_dim": self.state_dim,
             "observation_keys": {"images": dict(self.key_map.images), "state": self.key_map.state,
@@ -145,9 +160,11 @@ class Policy:
                     key_map: ObservationKeyMap | None = None, num_steps: int | None = None) -> Policy:
         folder = Path(folder)
         cfg, extras = read_export_config(folder)
-        if cfg.model.hf_assets_path and not Path(cfg.model.hf_assets_path).is_absolute():
-            # The architecture travels with the export (train/export.py writes vlm/config.json).
-            cfg.model.hf_assets_path = str(folder / cfg.model.hf_assets_path)
+        for key in ("hf_assets_path", "fast_tokenizer_path"):
+            path = getattr(cfg.model, key)
+            if path and not Path(path).is_absolute():
+                # The architecture and the FAST tokenizer travel with the export (train/export.py).
+                setattr(cfg.model, key, str(folder / path))
         tokenizer = Tokenizer.from_file(folder / "tokenizer.json")
         with torch.device("meta"):
             model = VLA.from_config(cfg.model, cfg.action_expert, tokenizer)
@@ -217,7 +234,7 @@ class Policy:
             self._prompt(obs), self.state_norm(self.transform.state(state)),
             np.zeros((self.horizon, self.action_dim), np.float32), np.zeros(self.horizon, bool), self.dim_mask,
             max_state_dim=expert.max_state_dim, max_action_dim=expert.max_action_dim,
-            state_mode=expert.state_mode, state_bins=expert.state_bins,
+            state_mode=expert.state_mode, state_bins=expert.state_bins, open_fast_segment=self.decoding == "fast",
         )
         # Checked here, not at collation, so one long prompt cannot fail the other requests of a batch.
         if len(sample) > self.cfg.data.max_seq_len:
@@ -258,6 +275,8 @@ class Policy:
         """One action chunk per prepared observation. Plain requests share one batched model call; a request
         with real-time-chunking keys (its own previous chunk and delay) is sampled on its own."""
         start = time.perf_counter()
+        if self.decoding == "fast":
+            return self._infer_fast(prepared, start)
         chunks: list[np.ndarray | None] = [None] * len(prepared)
         plain = [i for i, p in enumerate(prepared) if p.rtc is None]
         if plain:
@@ -274,6 +293,18 @@ class Policy:
         timing = {"infer_ms": (time.perf_counter() - start) * 1000, "batch_size": len(prepared)}
         return [{"actions": self.transform.to_robot(p.state, self.action_norm.inverse(chunk)), "policy_timing": dict(timing)}
                 for p, chunk in zip(prepared, chunks)]
+
+    def _infer_fast(self, prepared: list[PreparedObservation], start: float) -> list[dict[str, Any]]:
+        """pi0-FAST: one batched greedy decode (real-time chunking keys are ignored: there is no flow to
+        guide); every response carries ``fast_decode`` = {ok, fallbacks so far}."""
+        decoded = decode_fast_actions(self.model, self._collate([p.sample for p in prepared]), self.fast,
+                                      self.tokenizer.eos_id)
+        self.fast_decodes += len(prepared)
+        self.fast_fallbacks += decoded.ok.count(False)
+        timing = {"infer_ms": (time.perf_counter() - start) * 1000, "batch_size": len(prepared)}
+        return [{"actions": self.transform.to_robot(p.state, self.action_norm.inverse(chunk.numpy())),
+                 "policy_timing": dict(timing), "fast_decode": {"ok": ok, "fallbacks": self.fast_fallbacks}}
+                for p, chunk, ok in zip(prepared, decoded.chunks, decoded.ok)]
 
     def infer_batch(self, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``[infer(obs) for obs in observations]`` in one model call: the same noise draws, in the same order,

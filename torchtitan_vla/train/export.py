@@ -30,6 +30,7 @@ from torchtitan_vla.parallel.weights_writer import DEFAULT_MAX_SHARD_BYTES, as_s
 from torchtitan_vla.utils.logging import logger
 
 VLM_CONFIG_DIR = "vlm"  # the VLM architecture (HF config.json), relative to the export folder
+FAST_TOKENIZER_FILE = "fast_tokenizer.json"  # the FAST action tokenizer, relative to the export folder
 
 
 def policy_metadata(cfg: JobConfig) -> dict:
@@ -75,7 +76,7 @@ def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file
                   max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
     """Write the exported policy folder atomically: the model's state dict under its own names as
     safetensors shards + index (``model`` may be sharded; every rank calls it), config.json,
-    tokenizer.json and vlm/config.json."""
+    tokenizer.json, vlm/config.json and, with FAST tokens, fast_tokenizer.json."""
 
     def write_files(tmp: Path) -> None:
         config = {**config_to_dict(cfg), **policy_metadata(cfg)}
@@ -84,6 +85,9 @@ def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file
             (tmp / VLM_CONFIG_DIR).mkdir()
             (tmp / VLM_CONFIG_DIR / "config.json").write_text(json.dumps(vlm.args.to_hf_config(), indent=1))
             config["model"].update(hf_assets_path=VLM_CONFIG_DIR, load_hf_weights=False)
+        if cfg.model.fast_tokenizer_path:  # the FAST tokenizer travels with the policy, like the text one
+            shutil.copyfile(cfg.model.fast_tokenizer_path, tmp / FAST_TOKENIZER_FILE)
+            config["model"]["fast_tokenizer_path"] = FAST_TOKENIZER_FILE
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         if tokenizer_file:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
