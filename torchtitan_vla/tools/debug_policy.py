@@ -16,15 +16,18 @@ from torchtitan_vla.config import JobConfig
 from torchtitan_vla.config.data import DataSource
 from torchtitan_vla.data.write_lerobot import write_lerobot_dataset
 from torchtitan_vla.models.vla import VLA
+from torchtitan_vla.processing.fast import FastTokenizer
 from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 from torchtitan_vla.train.export import export_policy
 
 
 def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, action_dim: int,
                         horizon: int = 4, image_size: int = 64, seed: int = 0, dataset: str | None = None,
-                        num_steps: int = 2) -> Path:
+                        num_steps: int = 2, action_decoding: str = "") -> Path:
     """Export to ``folder/policy`` and return that path. The cameras and statistics come from ``dataset`` (a
-    LeRobot dataset with these cameras and widths), else from 2 random episodes written to ``folder/dataset``."""
+    LeRobot dataset with these cameras and widths), else from 2 random episodes written to ``folder/dataset``.
+    ``action_decoding`` (``flow`` or ``fast``): the model also has FAST action tokens, from a FAST tokenizer
+    fitted on random smooth chunks (``folder/fast_tokenizer.json``), and serves that way."""
     rng = np.random.default_rng(seed)
     if dataset is None:
         episodes = [{
@@ -44,6 +47,11 @@ def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, ac
     cfg.data.image_size = image_size
     cfg.data.max_seq_len = 256
     cfg.data.sources = [DataSource(name="robot", kind="lerobot", path=dataset, camera_keys=list(camera_keys))]
+    if action_decoding:
+        chunks = np.cumsum(rng.normal(0.0, 0.3, (256, horizon, action_dim)), axis=1)
+        FastTokenizer.fit(chunks, vocab_size=64).save(folder / "fast_tokenizer.json")
+        cfg.model.fast_tokenizer_path = str(folder / "fast_tokenizer.json")
+        cfg.model.action_decoding = action_decoding
     tokenizer_file = folder / "tokenizer.json"
     tokenizer = build_debug_tokenizer(tokenizer_file)
     torch.manual_seed(seed)
