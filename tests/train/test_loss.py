@@ -14,9 +14,11 @@ from torchtitan_vla.train.loss import LOSS_TERMS, LossWeights, global_counts, no
 def test_normalized_loss_divides_by_global_counts_and_keeps_empty_terms_in_the_graph():
     text = torch.tensor([4.0, 2.0], requires_grad=True)
     action = torch.tensor([3.0, 0.0], requires_grad=True)
-    counts = torch.tensor([3.0, 0.0], dtype=torch.float64)  # no action target on any rank this step
-    loss = normalized_loss(LossSums(text=text, action=action), counts, LossWeights(text=0.5, action=2.0))
-    assert loss.item() == pytest.approx(0.5 * 6 / 3 + 2.0 * 3.0)  # an empty count is clamped to 1
+    fast = torch.tensor([1.0, 5.0], requires_grad=True)
+    counts = torch.tensor([3.0, 0.0, 2.0], dtype=torch.float64)  # no action target on any rank this step
+    loss = normalized_loss(LossSums(text=text, action=action, fast=fast), counts,
+                           LossWeights(text=0.5, action=2.0, fast=0.25))
+    assert loss.item() == pytest.approx(0.5 * 6 / 3 + 2.0 * 3.0 + 0.25 * 6 / 2)  # an empty count is clamped to 1
     loss.backward()
     assert action.grad is not None  # the empty term still takes part in backward (same graph on every rank)
 
@@ -53,4 +55,4 @@ def test_forward_backward_without_backward_leaves_no_gradient():
     assert all(p.grad is None for p in vla.parameters())
     assert losses.counts.tolist() == per_sample_counts(batch).sum(dim=1).tolist()
     assert losses.by_source[1].sum() == losses.counts[0] and losses.by_source[3].sum() == losses.counts[1]
-    assert losses.sums.tolist() == [losses.by_source[0].sum().item(), losses.by_source[2].sum().item()]
+    assert losses.sums.tolist() == [losses.by_source[i].sum().item() for i in (0, 2, 4)]
