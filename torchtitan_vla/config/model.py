@@ -59,6 +59,13 @@ class Model:
     lora_components: list[LoRAComponent] = field(default_factory=lambda: ["decoder", "expert"])
     """Components whose linears get LoRA adapters: any of ``decoder``, ``expert``."""
 
+    fast_tokenizer_path: str = ""
+    """FAST action tokenizer file (``scripts/fit_fast_tokenizer.py``). Set: every robot sample ends with
+    ``"Action: "`` + its chunk's FAST tokens + EOS, which the VLM learns with ``training.fast_loss_weight``
+    and the expert never attends to; the FAST tokens take the top rows of the VLM's vocabulary
+    (docs/fast.md). Its horizon and action width must match ``action_expert.action_horizon`` and the robot
+    data. Empty: no FAST tokens."""
+
 
 @dataclass
 class ActionExpert:

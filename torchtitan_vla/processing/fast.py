@@ -36,6 +36,8 @@ FORMAT_VERSION = 1
 # surrogates (0xD800), which cannot appear in a Python or JSON string.
 CHAR_BASE = 0x100
 MAX_ALPHABET = 0xD800 - CHAR_BASE
+EXPORT_NAME = "fast_tokenizer.json"
+"""The tokenizer's file name inside an exported policy folder (train/export.py, serve/policy.py)."""
 
 
 @cache

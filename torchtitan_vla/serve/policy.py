@@ -10,7 +10,9 @@ The export folder (written by the trainer at the end of a job):
   "action": {...}}`` (the statistics the training data was normalized with) and, optionally,
   ``action_transform`` (data/action_transform.py: the source's picked dimensions and delta actions; the
   client sends the stored state and gets absolute actions back);
-* ``tokenizer.json``.
+* ``tokenizer.json``;
+* ``fast_tokenizer.json`` when the run used a FAST action tokenizer (``model.fast_tokenizer_path``, which
+  the exported config names relative to the folder).
 
 Observation -> ``Batch`` goes through the data pipeline's own pieces (prompt rendering, image resizing and
 patching, normalization, collation), so serving sees exactly what training saw.
@@ -39,6 +41,8 @@ from torchtitan_vla.models.action_expert.rtc import RTCInputs
 from torchtitan_vla.models.vla import VLA
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
 from torchtitan_vla.parallel.weights_writer import verify_checksums
+from torchtitan_vla.processing.fast import EXPORT_NAME as FAST_TOKENIZER_FILE
+from torchtitan_vla.processing.fast import FastTokenizer
 from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import ObservationKeyMap
@@ -69,6 +73,10 @@ def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
         raise ValueError(f"{path}: missing key(s) {missing}")
     sections = {f.name for f in fields(JobConfig)}
     cfg = config_from_dict({k: v for k, v in raw.items() if k in sections}, str(path))
+    if cfg.model.fast_tokenizer_path:
+        cfg.model.fast_tokenizer_path = str(folder / cfg.model.fast_tokenizer_path)
+        if not Path(cfg.model.fast_tokenizer_path).is_file():
+            raise FileNotFoundError(f"{path} names the FAST tokenizer {cfg.model.fast_tokenizer_path}, which is missing")
     extras = {k: raw[k] for k in _EXPORT_EXTRA_KEYS}
     extras["action_transform"] = raw.get("action_transform") or {}  # exports before it: no transform
     if not extras["action_dim"] or not cfg.action_expert.enable:
@@ -282,6 +290,12 @@ class Policy:
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         return self.infer_prepared([self.prepare(obs)])[0]
+
+
+def export_fast_tokenizer(folder: str | Path) -> FastTokenizer | None:
+    """The FAST action tokenizer an exported policy carries (train/export.py copies it), None without one."""
+    path = Path(folder) / FAST_TOKENIZER_FILE
+    return FastTokenizer.load(path) if path.is_file() else None
 
 
 def _arrays(stats: dict[str, Any]) -> dict[str, np.ndarray]:

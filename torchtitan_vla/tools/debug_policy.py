@@ -22,9 +22,10 @@ from torchtitan_vla.train.export import export_policy
 
 def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, action_dim: int,
                         horizon: int = 4, image_size: int = 64, seed: int = 0, dataset: str | None = None,
-                        num_steps: int = 2) -> Path:
+                        num_steps: int = 2, fast_tokenizer_path: str = "") -> Path:
     """Export to ``folder/policy`` and return that path. The cameras and statistics come from ``dataset`` (a
-    LeRobot dataset with these cameras and widths), else from 2 random episodes written to ``folder/dataset``."""
+    LeRobot dataset with these cameras and widths), else from 2 random episodes written to ``folder/dataset``.
+    ``fast_tokenizer_path``: a FAST tokenizer file the export carries (``model.fast_tokenizer_path``)."""
     rng = np.random.default_rng(seed)
     if dataset is None:
         episodes = [{
@@ -37,6 +38,7 @@ def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, ac
 
     cfg = JobConfig()
     cfg.model.flavor = "debug"
+    cfg.model.fast_tokenizer_path = fast_tokenizer_path
     cfg.action_expert.action_horizon = horizon
     cfg.action_expert.max_action_dim = max(8, action_dim)
     cfg.action_expert.max_state_dim = max(8, state_dim)
