@@ -32,10 +32,13 @@ from torchtitan_vla.processing.fast import FastTokenizer
 
 
 def split_episodes(episode: np.ndarray, holdout: float) -> np.ndarray:
-    """Mask of held-out chunks: the last ``holdout`` fraction of the episodes (at least one of two or more)."""
+    """Mask of held-out chunks: a ``holdout`` fraction of the episodes (at least one of two or more), evenly
+    spaced over the dataset, so a dataset written task by task holds out episodes of every task."""
     ids = np.unique(episode)
     count = min(len(ids) - 1, max(1, round(holdout * len(ids)))) if holdout > 0 else 0
-    return np.isin(episode, ids[len(ids) - count:]) if count > 0 else np.zeros(len(episode), bool)
+    if count == 0:
+        return np.zeros(len(episode), bool)
+    return np.isin(episode, ids[np.linspace(len(ids) - 1, 0, count, endpoint=False).round().astype(int)])
 
 
 def round_trip(tokenizer: FastTokenizer, chunks: np.ndarray) -> dict:
@@ -81,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", help="its LeRobot source (default: the only one)")
     parser.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size (FAST ids)")
     parser.add_argument("--scale", type=float, default=10.0, help="DCT coefficients are multiplied by it, then rounded")
+    parser.add_argument("--range-margin", type=float, default=0.0,
+                        help="widen the integer alphabet by this fraction of the fitted range on each side")
     parser.add_argument("--holdout", type=float, default=0.1, help="fraction of episodes held out for the report")
     parser.add_argument("--out", help="tokenizer file (default: fast_tokenizer.json beside the source's stats)")
     parser.add_argument("--report", help="report JSON (default: beside --out)")
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         held_out = split_episodes(data.episode, args.holdout)
         fit_chunks = data.chunks[~held_out]
         start = time.perf_counter()
-        tokenizer = FastTokenizer.fit(fit_chunks, args.vocab_size, args.scale)
+        tokenizer = FastTokenizer.fit(fit_chunks, args.vocab_size, args.scale, range_margin=args.range_margin)
         fit_seconds = time.perf_counter() - start
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "config": args.config, "stage": stage.name, "source": src.name, "dataset": data.reader.root,
         "tokenizer": str(out), "horizon": tokenizer.horizon, "action_dim": tokenizer.action_dim,
-        "scale": tokenizer.scale, "vocab_size": tokenizer.vocab_size, "requested_vocab_size": args.vocab_size,
+        "scale": tokenizer.scale, "range_margin": args.range_margin, "vocab_size": tokenizer.vocab_size, "requested_vocab_size": args.vocab_size,
         "integer_range": [tokenizer.min_token, tokenizer.max_token], "fit_chunks": len(fit_chunks),
         "fit_seconds": round(fit_seconds, 3),
         "held_out_episodes": int(len(np.unique(data.episode[held_out]))),
