@@ -115,3 +115,17 @@ def test_bad_inputs_name_the_problem(tokenizer, tmp_path):
     bad.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="bad.json: not a FAST tokenizer file"):
         FastTokenizer.load(bad)
+
+
+def test_range_margin_encodes_chunks_beyond_the_fitted_range_exactly():
+    fitted = smooth_chunks(300, seed=0)
+    tight = FastTokenizer.fit(fitted, vocab_size=1024)
+    wide = FastTokenizer.fit(fitted, vocab_size=1024, range_margin=0.5)
+    span = tight.max_token - tight.min_token
+    assert wide.min_token <= tight.min_token - span // 2 and wide.max_token >= tight.max_token + span // 2
+    extreme = np.abs(tight.coefficients(fitted)).max(axis=1).argmax()
+    beyond = fitted[extreme:extreme + 1] * 1.3  # its largest coefficient passes the fitted extremes
+    assert (tight.coefficients(beyond) > tight.max_token).any() or (tight.coefficients(beyond) < tight.min_token).any()
+    err_tight = np.linalg.norm(tight.decode(tight.encode(beyond[0]))[0] - beyond[0], axis=0).max()
+    err_wide = np.linalg.norm(wide.decode(wide.encode(beyond[0]))[0] - beyond[0], axis=0).max()
+    assert err_wide <= wide.l2_error_bound + 1e-5 < err_tight

@@ -36,6 +36,8 @@ FORMAT_VERSION = 1
 # surrogates (0xD800), which cannot appear in a Python or JSON string.
 CHAR_BASE = 0x100
 MAX_ALPHABET = 0xD800 - CHAR_BASE
+EXPORT_NAME = "fast_tokenizer.json"
+"""The tokenizer's file name inside an exported policy folder (train/export.py, serve/policy.py)."""
 
 
 @cache
@@ -120,21 +122,26 @@ class FastTokenizer:
         return [ord(char) - CHAR_BASE + self.min_token for char in piece]
 
     @classmethod
-    def fit(cls, chunks: np.ndarray, vocab_size: int, scale: float = 10.0, min_frequency: int = 2) -> FastTokenizer:
+    def fit(cls, chunks: np.ndarray, vocab_size: int, scale: float = 10.0, min_frequency: int = 2,
+            range_margin: float = 0.0) -> FastTokenizer:
         """Fit on normalised chunks (N, H, D): the integer range and the BPE merges of their coefficients.
 
         ``vocab_size`` is the BPE's target size; it must hold the integer alphabet (``max - min + 1``
         integers), and the trainer stops earlier when no pair occurs ``min_frequency`` times.
+        ``range_margin`` widens the alphabet beyond the fitted integers by that fraction of their range on
+        each side, so chunks slightly outside the fitting set are encoded exactly instead of clamped
+        (0: the fitted range, as published).
         """
         chunks = np.asarray(chunks, dtype=np.float64)
         if chunks.ndim != 3 or chunks.shape[0] == 0:
             raise ValueError(f"FAST fit needs action chunks of shape (N, H, D) with N > 0, got {chunks.shape}")
         if not np.isfinite(chunks).all():
             raise ValueError("FAST fit: the action chunks hold NaN or infinite values")
-        if scale <= 0:
-            raise ValueError(f"FAST fit: scale must be positive, got {scale}")
+        if scale <= 0 or range_margin < 0:
+            raise ValueError(f"FAST fit: scale must be positive and range_margin >= 0, got {scale}, {range_margin}")
         coeffs = _quantise(chunks, scale)
-        min_token, max_token = int(coeffs.min()), int(coeffs.max())
+        margin = math.ceil(range_margin * int(coeffs.max() - coeffs.min()))
+        min_token, max_token = int(coeffs.min()) - margin, int(coeffs.max()) + margin
         alphabet = max_token - min_token + 1
         if alphabet > MAX_ALPHABET:
             raise ValueError(f"FAST fit: the coefficients span {alphabet} integers (scale {scale}); lower the scale")

@@ -44,6 +44,8 @@ from torchtitan_vla.models.vla.build import fast_actions
 from torchtitan_vla.models.vla.fast_decoding import decode_fast_actions
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
 from torchtitan_vla.parallel.weights_writer import verify_checksums
+from torchtitan_vla.processing.fast import EXPORT_NAME as FAST_TOKENIZER_FILE
+from torchtitan_vla.processing.fast import FastTokenizer
 from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import ObservationKeyMap
@@ -74,6 +76,10 @@ def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
         raise ValueError(f"{path}: missing key(s) {missing}")
     sections = {f.name for f in fields(JobConfig)}
     cfg = config_from_dict({k: v for k, v in raw.items() if k in sections}, str(path))
+    if cfg.model.fast_tokenizer_path:
+        cfg.model.fast_tokenizer_path = str(folder / cfg.model.fast_tokenizer_path)
+        if not Path(cfg.model.fast_tokenizer_path).is_file():
+            raise FileNotFoundError(f"{path} names the FAST tokenizer {cfg.model.fast_tokenizer_path}, which is missing")
     extras = {k: raw[k] for k in _EXPORT_EXTRA_KEYS}
     extras["action_transform"] = raw.get("action_transform") or {}  # exports before it: no transform
     if not extras["action_dim"] or not cfg.action_expert.enable:
@@ -160,11 +166,9 @@ class Policy:
                     key_map: ObservationKeyMap | None = None, num_steps: int | None = None) -> Policy:
         folder = Path(folder)
         cfg, extras = read_export_config(folder)
-        for key in ("hf_assets_path", "fast_tokenizer_path"):
-            path = getattr(cfg.model, key)
-            if path and not Path(path).is_absolute():
-                # The architecture and the FAST tokenizer travel with the export (train/export.py).
-                setattr(cfg.model, key, str(folder / path))
+        if cfg.model.hf_assets_path and not Path(cfg.model.hf_assets_path).is_absolute():
+            # The architecture travels with the export (train/export.py writes vlm/config.json).
+            cfg.model.hf_assets_path = str(folder / cfg.model.hf_assets_path)
         tokenizer = Tokenizer.from_file(folder / "tokenizer.json")
         with torch.device("meta"):
             model = VLA.from_config(cfg.model, cfg.action_expert, tokenizer)
@@ -313,6 +317,12 @@ class Policy:
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         return self.infer_prepared([self.prepare(obs)])[0]
+
+
+def export_fast_tokenizer(folder: str | Path) -> FastTokenizer | None:
+    """The FAST action tokenizer an exported policy carries (train/export.py copies it), None without one."""
+    path = Path(folder) / FAST_TOKENIZER_FILE
+    return FastTokenizer.load(path) if path.is_file() else None
 
 
 def _arrays(stats: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -23,11 +23,12 @@ from torchtitan_vla.train.export import export_policy
 
 def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, action_dim: int,
                         horizon: int = 4, image_size: int = 64, seed: int = 0, dataset: str | None = None,
-                        num_steps: int = 2, action_decoding: str = "") -> Path:
+                        num_steps: int = 2, fast_tokenizer_path: str = "", action_decoding: str = "") -> Path:
     """Export to ``folder/policy`` and return that path. The cameras and statistics come from ``dataset`` (a
     LeRobot dataset with these cameras and widths), else from 2 random episodes written to ``folder/dataset``.
-    ``action_decoding`` (``flow`` or ``fast``): the model also has FAST action tokens, from a FAST tokenizer
-    fitted on random smooth chunks (``folder/fast_tokenizer.json``), and serves that way."""
+    ``fast_tokenizer_path``: a FAST tokenizer file the export carries (``model.fast_tokenizer_path``).
+    ``action_decoding`` (``flow`` or ``fast``): how the export serves; without ``fast_tokenizer_path`` a FAST
+    tokenizer is fitted on random smooth chunks (``folder/fast_tokenizer.json``)."""
     rng = np.random.default_rng(seed)
     if dataset is None:
         episodes = [{
@@ -40,6 +41,7 @@ def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, ac
 
     cfg = JobConfig()
     cfg.model.flavor = "debug"
+    cfg.model.fast_tokenizer_path = fast_tokenizer_path
     cfg.action_expert.action_horizon = horizon
     cfg.action_expert.max_action_dim = max(8, action_dim)
     cfg.action_expert.max_state_dim = max(8, state_dim)
@@ -48,9 +50,10 @@ def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, ac
     cfg.data.max_seq_len = 256
     cfg.data.sources = [DataSource(name="robot", kind="lerobot", path=dataset, camera_keys=list(camera_keys))]
     if action_decoding:
-        chunks = np.cumsum(rng.normal(0.0, 0.3, (256, horizon, action_dim)), axis=1)
-        FastTokenizer.fit(chunks, vocab_size=64).save(folder / "fast_tokenizer.json")
-        cfg.model.fast_tokenizer_path = str(folder / "fast_tokenizer.json")
+        if not fast_tokenizer_path:
+            chunks = np.cumsum(rng.normal(0.0, 0.3, (256, horizon, action_dim)), axis=1)
+            FastTokenizer.fit(chunks, vocab_size=64).save(folder / "fast_tokenizer.json")
+            cfg.model.fast_tokenizer_path = str(folder / "fast_tokenizer.json")
         cfg.model.action_decoding = action_decoding
     tokenizer_file = folder / "tokenizer.json"
     tokenizer = build_debug_tokenizer(tokenizer_file)

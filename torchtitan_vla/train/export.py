@@ -2,8 +2,9 @@
 safetensors + ``model.safetensors.index.json``, atomic, gathered one tensor at a time from a sharded
 model): ``export_policy`` for serving and ``export_hf`` (the VLM as a Hugging Face Qwen3-VL folder).
 
-The policy folder holds the weights (the VLA's own state dict), ``config.json``, ``tokenizer.json`` and
-``vlm/config.json``.
+The policy folder holds the weights (the VLA's own state dict), ``config.json``, ``tokenizer.json``,
+``vlm/config.json`` and, when the run uses one (``model.fast_tokenizer_path``), the FAST action tokenizer
+as ``fast_tokenizer.json``.
 
 The format is the contract with ``torchtitan_vla.serve.Policy.from_export``: config.json is the
 resolved JobConfig (one key per section) plus ``camera_keys``, ``state_dim``, ``action_dim`` and
@@ -27,10 +28,10 @@ from torchtitan_vla.models.qwen3_vl.hf_checkpoint import write_hf_config
 from torchtitan_vla.models.vla.hf_keys import vlm_hf_conversions
 from torchtitan_vla.parallel.fsdp import dtype_from_name
 from torchtitan_vla.parallel.weights_writer import DEFAULT_MAX_SHARD_BYTES, as_stored, write_weights
+from torchtitan_vla.processing.fast import EXPORT_NAME as FAST_TOKENIZER_FILE
 from torchtitan_vla.utils.logging import logger
 
 VLM_CONFIG_DIR = "vlm"  # the VLM architecture (HF config.json), relative to the export folder
-FAST_TOKENIZER_FILE = "fast_tokenizer.json"  # the FAST action tokenizer, relative to the export folder
 
 
 def policy_metadata(cfg: JobConfig) -> dict:
