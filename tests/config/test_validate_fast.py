@@ -41,3 +41,18 @@ def test_a_file_that_is_no_tokenizer_is_refused(job, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     assert_refused(run_train("--config", job.toml(), f"--model.fast_tokenizer_path={tmp_path / 'bad.json'}",
                              "--print-config"), "'model.fast_tokenizer_path'", "cannot be read", "not a FAST tokenizer file")
+
+
+def test_the_2b_pi05_recipe_resolves():
+    from conftest import REPO
+
+    from torchtitan_vla.config import load_config, resolve_stages
+
+    path = str(REPO / "train_configs" / "qwen3vl_2b" / "pi05_knowledge_insulation.toml")
+    assert_refused(run_train("--config", path, "--print-config"), "'data.sources[0].path' = '/data/cc12m' does not exist")
+    stages = {s.name: s.config for s in resolve_stages(load_config(path))}
+    assert stages["vlm_pretrain"].training.fast_loss_weight == 0.0
+    for name in ("cotrain", "finetune"):
+        training = stages[name].training
+        assert training.fast_loss_weight > 0 and training.knowledge_insulation and training.action_loss_weight > 0
+    assert stages["cotrain"].model.fast_tokenizer_path and stages["cotrain"].action_expert.state_mode == "discrete"
