@@ -88,6 +88,10 @@ class Training:
     action_loss_weight: NonNegativeFloat = 1.0
     """Weight of the flow-matching action loss."""
 
+    subtask_loss_weight: NonNegativeFloat = 1.0
+    """Weight of the text loss on robot samples' subtask annotations (sources with a ``subtask_key``);
+    reported as its own term, apart from the web text loss."""
+
     trainable: list[Component] = field(default_factory=lambda: ["vision", "decoder", "expert"])
     """Components whose parameters train; the others are frozen (no gradient, no optimizer state). All
     three (the default) means every component the model has; ``expert`` alone needs the Action Expert."""

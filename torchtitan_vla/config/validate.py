@@ -204,9 +204,17 @@ class _StageCheck:
                 if width > limit:
                     self.fail(f"{prefix}.{key}", f"'{name}' of {src.path} is {width} wide, more than "
                                                  f"{limit_key} {limit}")
+            if src.subtask_key:
+                self.subtask(f"{prefix}.subtask_key", src, features)
             if transform.is_delta and not src.stats_path and src.normalization != "none":
                 self.fail(f"{prefix}.stats_path", "delta_action_dims need statistics of the delta actions: run "
                                                   "scripts/compute_norm_stats.py --config <this file> and set stats_path")
+
+    def subtask(self, key: str, src: DataSource, features: dict) -> None:
+        """The subtask column exists (``subtask`` is LeRobot's ``subtask_index``)."""
+        columns = [k for k, f in features.items() if f.get("dtype") == "string"]
+        columns += ["subtask"] if "subtask_index" in features else []
+        self.name_in(key, src.subtask_key, columns, f"the per-frame language column of {src.path}")
 
     def info(self, index: int, src: DataSource) -> dict:
         if src.path not in self.infos:

@@ -55,6 +55,13 @@ class PromptBuilder:
         per_image = [int(g.prod()) for g in grid]
         return Document(ids, [IGNORE_INDEX] * len(ids), list(pixel_values.split(per_image)), list(grid))
 
+    def subtask_segment(self, doc: Document, subtask: str) -> Document:
+        """``doc`` (a robot prompt) followed by the subtask text and ``<|im_end|>`` (its end marker, where
+        generation stops), with the text loss on both: pi0.5's high-level prediction."""
+        ids = self.tokenizer.encode(clean_instruction(subtask)) + [self.tokenizer.im_end_id]
+        labels = doc.labels[:-1] + ids + [IGNORE_INDEX]  # shifted: the prompt's last token predicts the first
+        return Document(doc.input_ids + ids, labels, doc.pixel_values, doc.image_grid_thw)
+
     def _robot_ids(self, text: str, grids: tuple[tuple[int, ...], ...], keep: bool) -> list[int]:
         """Token ids of a robot prompt. A dataset has few distinct (instruction, camera grid) pairs, so the
         ids are memoised (tokenising the template was a tenth of a sample's build time); pi0.5's binned

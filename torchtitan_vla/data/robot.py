@@ -25,12 +25,15 @@ class BadValueError(DataError, ValueError):
 def robot_sample(prompts: PromptBuilder, images: list[np.ndarray], image_size: int, instruction: str,
                  state: np.ndarray, actions: np.ndarray, action_is_pad: np.ndarray, action_dim_mask: np.ndarray,
                  *, max_state_dim: int, max_action_dim: int, state_mode: str, state_bins: int,
-                 source_id: int = 0, what: str = "") -> Sample:
+                 source_id: int = 0, what: str = "", subtask: str = "") -> Sample:
     """The Sample of one robot observation: prompt (images + instruction, + binned state for pi0.5) and
     the padded, already-normalized state and action chunk. Training and serving both build samples
-    here, so a served policy sees exactly the inputs it was trained on. ``what`` names the data in errors."""
+    here, so a served policy sees exactly the inputs it was trained on. ``what`` names the data in errors.
+    ``subtask``: the current subtask, appended after the prompt (``PromptBuilder.subtask_segment``)."""
     bins = discretize_state(state, state_bins) if state_mode == "discrete" else None
     doc = prompts.robot(images, (image_size, image_size), instruction, bins)
+    if subtask:
+        doc = prompts.subtask_segment(doc, subtask)
     return doc.to_sample(
         source_id,
         prompts.image_token_id,
@@ -72,7 +75,7 @@ class RobotSampleBuilder:
                  max_state_dim: int, normalization: str = "mean_std", stats_path: str = "",
                  image_size: int = 224, augment: bool = False, wrist_camera_keys: list[str] | None = None,
                  instruction: str = "", state_mode: str = "continuous", state_bins: int = 256,
-                 transform: ActionTransform | None = None):
+                 transform: ActionTransform | None = None, subtask_key: str = ""):
         self.reader, self.prompts = reader, prompts
         self.horizon, self.max_action_dim, self.max_state_dim = action_horizon, max_action_dim, max_state_dim
         self.transform = transform or ActionTransform()
@@ -103,6 +106,7 @@ class RobotSampleBuilder:
         self.instruction = instruction
         self.state_mode, self.state_bins = state_mode, state_bins
         self.dim_mask = np.arange(max_action_dim) < self.action_dim
+        self.subtasks = subtask_column(reader, subtask_key)
 
     def chunk(self, episode_pos: int, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(raw state (Ds,), raw actions (H, Da), is_pad (H,)): steps past the end repeat the last action."""
@@ -132,7 +136,18 @@ class RobotSampleBuilder:
             actions_n, is_pad, self.dim_mask, max_state_dim=self.max_state_dim, max_action_dim=self.max_action_dim,
             state_mode=self.state_mode, state_bins=self.state_bins, source_id=source_id,
             what=f" of {self.reader.root}",
+            subtask="" if self.subtasks is None else self.subtasks[ep.start + frame],
         )
+
+
+def subtask_column(reader: LeRobotReader, key: str) -> np.ndarray | None:
+    """The per-frame subtask texts of ``reader`` under ``key`` (a ``DataSource.subtask_key``; None: none)."""
+    if not key:
+        return None
+    if key not in reader.language:
+        raise ValueError(f"{reader.root}: subtask_key '{key}' is not a per-frame language column of the dataset "
+                         f"(it has {sorted(reader.language) or 'none'})")
+    return reader.language[key]
 
 
 def policy_extras(src) -> dict[str, Any]:

@@ -22,9 +22,11 @@ from torchtitan_vla.train.export import export_policy
 
 def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, action_dim: int,
                         horizon: int = 4, image_size: int = 64, seed: int = 0, dataset: str | None = None,
-                        num_steps: int = 2) -> Path:
+                        num_steps: int = 2, subtasks: bool = False) -> Path:
     """Export to ``folder/policy`` and return that path. The cameras and statistics come from ``dataset`` (a
-    LeRobot dataset with these cameras and widths), else from 2 random episodes written to ``folder/dataset``."""
+    LeRobot dataset with these cameras and widths), else from 2 random episodes written to ``folder/dataset``.
+    ``subtasks``: the export is of a policy trained with subtask annotations (it generates a subtask before
+    its actions); its random episodes carry per-frame subtask labels."""
     rng = np.random.default_rng(seed)
     if dataset is None:
         episodes = [{
@@ -32,6 +34,7 @@ def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, ac
             "state": rng.normal(3.0, 2.0, (6, state_dim)).astype(np.float32),
             "action": rng.normal(-5.0, 4.0, (6, action_dim)).astype(np.float32),
             "task": "pick up the red cube",
+            **({"subtask": ["reach the cube"] * 3 + ["grasp the cube"] * 3} if subtasks else {}),
         } for _ in range(2)]
         dataset = write_lerobot_dataset(str(folder / "dataset"), episodes, fps=10)
 
@@ -43,7 +46,9 @@ def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, ac
     cfg.action_expert.num_inference_steps = num_steps
     cfg.data.image_size = image_size
     cfg.data.max_seq_len = 256
-    cfg.data.sources = [DataSource(name="robot", kind="lerobot", path=dataset, camera_keys=list(camera_keys))]
+    cfg.data.sources = [DataSource(name="robot", kind="lerobot", path=dataset, camera_keys=list(camera_keys),
+                                   subtask_key="subtask" if subtasks else "")]
+    cfg.action_expert.subtask_max_tokens = 6
     tokenizer_file = folder / "tokenizer.json"
     tokenizer = build_debug_tokenizer(tokenizer_file)
     torch.manual_seed(seed)

@@ -65,7 +65,8 @@ def forward_options(cfg: JobConfig) -> ForwardOptions:
 
 
 def loss_weights(cfg: JobConfig) -> LossWeights:
-    return LossWeights(text=cfg.training.text_loss_weight, action=cfg.training.action_loss_weight)
+    return LossWeights(text=cfg.training.text_loss_weight, action=cfg.training.action_loss_weight,
+                       subtask=cfg.training.subtask_loss_weight)
 
 
 class Trainer:

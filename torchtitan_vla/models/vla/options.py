@@ -55,3 +55,7 @@ class LossSums:
 
     action: torch.Tensor
     """(B,) float32 sum of the flow-matching squared error over each sample's valid action elements."""
+
+    subtask: torch.Tensor
+    """(B,) float32 sum of the text cross-entropy over robot samples' labelled tokens (their subtask
+    annotations; ``text`` holds the other samples')."""
