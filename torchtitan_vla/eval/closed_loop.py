@@ -157,20 +157,23 @@ def from_inference_policy(
     true_subtask: bool = False,
 ) -> Policy:
     """A batched toy-world policy from an openpi-style one that answers ``infer(obs) -> {"actions": (H, A)}``
-    one observation at a time (``serve.Policy``, or a client of a policy server). The keys are the client
-    keys the policy expects (its key map); the defaults are ``serve``'s. ``true_subtask``: each request
+    per observation (``serve.Policy``, whose ``infer_batch`` takes them all at once, or a client of a policy
+    server). The keys are the client keys the policy expects (its key map); the defaults are ``serve``'s.
+    ``true_subtask``: each request
     also gives the episode's true current subtask (``serve.key_map.SUBTASK_KEY``)."""
 
     def act(obs: dict, prev_actions: np.ndarray | None = None, inference_delay: int = 0) -> np.ndarray:
-        chunks = []
+        requests = []
         for i, (image, state, instruction) in enumerate(zip(obs["image"], obs["state"], obs["instruction"])):
             request = {image_key: image, state_key: state, prompt_key: instruction}
             if true_subtask:
                 request[SUBTASK_KEY] = obs["subtask"][i]
             if prev_actions is not None:  # real-time chunking's optional keys (serve/rtc_keys.py)
                 request.update({PREV_ACTIONS_KEY: prev_actions[i], DELAY_KEY: inference_delay})
-            chunks.append(policy.infer(request)["actions"])
-        return np.stack(chunks)
+            requests.append(request)
+        # serve.Policy answers all episodes in one model call (the same noise draws, in the same order)
+        answers = policy.infer_batch(requests) if hasattr(policy, "infer_batch") else map(policy.infer, requests)
+        return np.stack([answer["actions"] for answer in answers])
 
     return act
 
