@@ -159,8 +159,7 @@ def from_inference_policy(
     """A batched toy-world policy from an openpi-style one that answers ``infer(obs) -> {"actions": (H, A)}``
     per observation (``serve.Policy``, whose ``infer_batch`` takes them all at once, or a client of a policy
     server). The keys are the client keys the policy expects (its key map); the defaults are ``serve``'s.
-    ``true_subtask``: each request
-    also gives the episode's true current subtask (``serve.key_map.SUBTASK_KEY``)."""
+    ``true_subtask``: each request also gives the episode's true current subtask (``serve.key_map.SUBTASK_KEY``)."""
 
     def act(obs: dict, prev_actions: np.ndarray | None = None, inference_delay: int = 0) -> np.ndarray:
         requests = []
