@@ -15,7 +15,9 @@ Randomly initialised weights (latency does not depend on their values). One obse
 * ``cudagraphs``: ``compiled`` in mode ``reduce-overhead`` (CUDA graphs replay the per-step pass);
 * ``rtc_guided``: ``cached`` with inference-time real-time chunking against a previous chunk with delay
   ``--rtc-delay`` (one vector-Jacobian product per Euler step);
-* ``rtc_prefix``: ``cached`` with training-time RTC's prefix conditioning (no guidance).
+* ``rtc_prefix``: ``cached`` with training-time RTC's prefix conditioning (no guidance);
+* ``subtask``: pi0.5's hierarchy: first ``--subtask-tokens`` greedy tokens of a subtask (KV-cached, no stop
+  token, so always that many), then ``cached`` sampling against the prompt + subtask cache.
 
 Writes p50/p90 per (cameras, mode) as JSON, rewritten after every measurement so a run stopped by a
 time cap keeps what it finished.
@@ -37,9 +39,10 @@ from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.models.action_expert.rtc import RTCInputs
 from torchtitan_vla.models.qwen3_vl.rope_index import get_rope_index
 from torchtitan_vla.models.vla import VLA
+from torchtitan_vla.models.vla.generate import greedy_decode
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-MODES = ("cached", "uncached", "compiled", "cudagraphs", "rtc_guided", "rtc_prefix")
+MODES = ("cached", "uncached", "compiled", "cudagraphs", "rtc_guided", "rtc_prefix", "subtask")
 COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}
 
 
@@ -59,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=20, help="timed calls per mode")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per mode (compilation happens here)")
     p.add_argument("--rtc-delay", type=int, default=4, help="inference delay d of the RTC modes")
+    p.add_argument("--subtask-tokens", type=int, default=8, help="generated subtask tokens of mode 'subtask'")
     p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
     p.add_argument("--output", default="outputs/bench_infer.json", help="JSON result path")
     args = p.parse_args(argv)
@@ -109,6 +113,9 @@ def sampler(vla: VLA, args, cameras: int):
            "rtc_prefix": RTCInputs.build(previous, args.rtc_delay, 0, prefix_conditioning=True)}
 
     def call(mode: str) -> torch.Tensor:
+        if mode == "subtask":
+            subtask = greedy_decode(vla, batch, args.subtask_tokens)
+            return vla.sample_actions(batch, num_steps=args.steps, noise=noise, prefix=subtask.cache)
         with torch.no_grad():  # guidance turns gradients on for its own vector-Jacobian products
             return vla.sample_actions(batch, num_steps=args.steps, noise=noise, use_cache=mode != "uncached",
                                       rtc=rtc.get(mode))

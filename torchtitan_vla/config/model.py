@@ -118,6 +118,10 @@ class ActionExpert:
     num_inference_steps: PositiveInt = 10
     """Euler steps used by ``sample_actions`` (t goes from 1 to 0)."""
 
+    subtask_max_tokens: PositiveInt = 24
+    """Serving a policy trained with subtasks (a source's ``subtask_key``): the most tokens of the subtask
+    the VLM generates before the actions are sampled; generation stops earlier at the subtask's end."""
+
     rtc_max_guidance_weight: PositiveFloat = 5.0
     """Real-time chunking (inference): clip beta of the guidance weight towards the previous chunk (the
     paper's 5). Used only when a request carries a previous chunk (docs/realtime.md)."""

@@ -88,6 +88,10 @@ class Training:
     action_loss_weight: NonNegativeFloat = 1.0
     """Weight of the flow-matching action loss."""
 
+    subtask_loss_weight: NonNegativeFloat = 1.0
+    """Weight of the text loss on robot samples' subtask annotations (sources with a ``subtask_key``);
+    reported as its own term, apart from the web text loss."""
+
     fast_loss_weight: NonNegativeFloat = 0.0
     """Weight of the discrete action loss: the VLM's cross-entropy on robot samples' FAST tokens and EOS
     (needs ``model.fast_tokenizer_path``). 0: not optimised (the tokens are still in the prompt when a

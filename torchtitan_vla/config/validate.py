@@ -217,6 +217,8 @@ class _StageCheck:
             if fast is not None and fast.action_dim != transform.widths(*stored)[1]:
                 self.fail("model.fast_tokenizer_path", f"encodes {fast.action_dim}-dim actions, '{src.action_key}' of "
                                                        f"{src.path} gives {transform.widths(*stored)[1]} (source {src.name})")
+            if src.subtask_key:
+                self.subtask(f"{prefix}.subtask_key", src, features)
             if transform.is_delta and not src.stats_path and src.normalization != "none":
                 self.fail(f"{prefix}.stats_path", "delta_action_dims need statistics of the delta actions: run "
                                                   "scripts/compute_norm_stats.py --config <this file> and set stats_path")
@@ -237,6 +239,12 @@ class _StageCheck:
             except ValueError as err:
                 self.fail("model.fast_tokenizer_path", f"= '{path}' cannot be read: {err}")
         return self.infos[key]
+
+    def subtask(self, key: str, src: DataSource, features: dict) -> None:
+        """The subtask column exists (``subtask`` is LeRobot's ``subtask_index``)."""
+        columns = [k for k, f in features.items() if f.get("dtype") == "string"]
+        columns += ["subtask"] if "subtask_index" in features else []
+        self.name_in(key, src.subtask_key, columns, f"the per-frame language column of {src.path}")
 
     def info(self, index: int, src: DataSource) -> dict:
         if src.path not in self.infos:

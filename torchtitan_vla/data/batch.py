@@ -80,6 +80,14 @@ class Batch:
     def num_samples(self) -> int:
         return int(self.input_ids.shape[0])
 
+    @property
+    def robot_rows(self) -> torch.Tensor:
+        """(B,) bool: robot samples (``has_actions``; without it, every row when ``actions`` is given). Their
+        text targets are subtask annotations, counted apart from the web text (``train/loss.py``)."""
+        if self.has_actions is not None:
+            return self.has_actions.bool()
+        return torch.full((self.num_samples,), self.actions is not None, device=self.input_ids.device)
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor on ``device``."""
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))

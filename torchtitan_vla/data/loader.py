@@ -63,6 +63,7 @@ def _robot_builder(src: DataSource, cfg, prompts: PromptBuilder, fast: FastActio
         image_size=cfg.data.image_size, augment=cfg.data.augment, wrist_camera_keys=src.wrist_camera_keys,
         instruction=src.instruction, state_mode=expert.state_mode, state_bins=expert.state_bins,
         transform=ActionTransform.from_source(src), fast=fast,
+        subtask_key=src.subtask_key,
     )
 
 

@@ -58,6 +58,13 @@ class PromptBuilder:
         per_image = [int(g.prod()) for g in grid]
         return Document(ids, [IGNORE_INDEX] * len(ids), list(pixel_values.split(per_image)), list(grid))
 
+    def subtask_segment(self, doc: Document, subtask: str) -> Document:
+        """``doc`` (a robot prompt) followed by the subtask text and ``<|im_end|>`` (its end marker, where
+        generation stops), with the text loss on both: pi0.5's high-level prediction."""
+        ids = self.tokenizer.encode(clean_instruction(subtask)) + [self.tokenizer.im_end_id]
+        labels = doc.labels[:-1] + ids + [IGNORE_INDEX]  # shifted: the prompt's last token predicts the first
+        return Document(doc.input_ids + ids, labels, doc.pixel_values, doc.image_grid_thw)
+
     def action_segment(self, doc: Document, fast_tokens: list[int] | None) -> tuple[Document, list[bool]]:
         """``doc`` followed by ``"Action: "`` + the chunk's FAST tokens + EOS (pi0-FAST's postfix), and the
         per-token flag of that segment. The loss is on the FAST tokens and EOS only: ``"Action: "`` is

@@ -17,6 +17,11 @@ The export folder (written by the trainer at the end of a job):
 
 Observation -> ``Batch`` goes through the data pipeline's own pieces (prompt rendering, image resizing and
 patching, normalization, collation), so serving sees exactly what training saw.
+
+A policy trained with subtask annotations (pi0.5's hierarchy) first generates the current subtask with the
+VLM (greedy, KV-cached, at most ``action_expert.subtask_max_tokens``), then samples the actions conditioned
+on it, and answers the subtask under the extra key ``"subtask"`` (clients that do not know it ignore it).
+A request may give the subtask itself under the same key; then nothing is generated.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import json
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -42,13 +47,14 @@ from torchtitan_vla.models.action_expert.rtc import RTCInputs
 from torchtitan_vla.models.vla import VLA
 from torchtitan_vla.models.vla.build import fast_actions
 from torchtitan_vla.models.vla.fast_decoding import decode_fast_actions
+from torchtitan_vla.models.vla.generate import greedy_decode
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
 from torchtitan_vla.parallel.weights_writer import verify_checksums
 from torchtitan_vla.processing.fast import EXPORT_NAME as FAST_TOKENIZER_FILE
 from torchtitan_vla.processing.fast import FastTokenizer
 from torchtitan_vla.processing.tokenizer import Tokenizer
 
-from .key_map import ObservationKeyMap
+from .key_map import SUBTASK_KEY, ObservationKeyMap
 from .protocol import RequestError
 from .rtc_keys import rtc_inputs
 
@@ -57,6 +63,7 @@ EXPORT_FILES = (INDEX_NAME, "config.json", "tokenizer.json")
 # data.image_size anyway, and the server's default message limit follows from it.
 DEFAULT_MAX_IMAGE_SIDE = 1024
 _EXPORT_EXTRA_KEYS = ("camera_keys", "state_dim", "action_dim", "norm_stats")
+SubtaskMode = Literal["auto", "predict", "none"]
 
 
 def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
@@ -104,6 +111,9 @@ class PreparedObservation:
     rtc: RTCInputs | None = None
     """The request's previous chunk and delay (real-time chunking), or None for a plain request."""
 
+    subtask: str | None = None
+    """The subtask the request gave (in ``sample``'s prompt already), or None."""
+
 
 class ObservationError(RequestError):
     """An observation the policy cannot serve (missing key, wrong shape or dtype, image too small or large)."""
@@ -115,11 +125,14 @@ class Policy:
     ``obs`` holds the client keys of ``key_map``: one uint8 image (H, W, 3) (or (3, H, W)) per camera, the
     raw state vector and the prompt string. Usable in-process or behind ``PolicyServer``, which batches
     concurrent requests through ``prepare`` + ``infer_prepared``.
+
+    ``subtask``: ``predict`` generates each request's subtask first (unless the request gives one),
+    ``none`` never does, ``auto`` predicts when the policy was trained with subtask annotations.
     """
 
     def __init__(self, model: VLA, tokenizer: Tokenizer, cfg: JobConfig, extras: dict[str, Any],
                  key_map: ObservationKeyMap | None = None, device: str | torch.device = "cpu",
-                 num_steps: int | None = None):
+                 num_steps: int | None = None, subtask: SubtaskMode = "auto"):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.cfg = cfg
@@ -150,6 +163,11 @@ class Policy:
         self.fast_fallbacks = 0
         """Of those, the chunks whose token stream was invalid (no EOS within the cap, or not a clean FAST
         decode) and was repaired (``models/vla/fast_decoding.py``)."""
+        if subtask not in ("auto", "predict", "none"):
+            raise ValueError(f"subtask mode {subtask!r}; expected 'auto', 'predict' or 'none'")
+        mixture = cfg.data.mixture  # the last stage's: the sources the exported weights were trained on
+        trained = any(src.subtask_key and (not mixture or src.name in mixture) for src in cfg.data.sources)
+        self.predict_subtask = subtask == "predict" or (subtask == "auto" and trained)
         self.max_image_side = DEFAULT_MAX_IMAGE_SIDE
         """Longest image side accepted (the server's ``--max-image-side``)."""
         self.metadata: dict[str, Any] = {
@@ -163,7 +181,8 @@ class Policy:
 
     @classmethod
     def from_export(cls, folder: str | Path, device: str | torch.device = "cpu",
-                    key_map: ObservationKeyMap | None = None, num_steps: int | None = None) -> Policy:
+                    key_map: ObservationKeyMap | None = None, num_steps: int | None = None,
+                    subtask: SubtaskMode = "auto") -> Policy:
         folder = Path(folder)
         cfg, extras = read_export_config(folder)
         if cfg.model.hf_assets_path and not Path(cfg.model.hf_assets_path).is_absolute():
@@ -176,7 +195,7 @@ class Policy:
         # Non-persistent buffers (RoPE tables) are not in the files: initialise, then overwrite every weight.
         model.init_weights(buffer_device=torch.device(device))
         load_weights_from(model, folder)
-        return cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps)
+        return cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps, subtask=subtask)
 
     @property
     def max_observation_bytes(self) -> int:
@@ -238,7 +257,8 @@ class Policy:
             self._prompt(obs), self.state_norm(self.transform.state(state)),
             np.zeros((self.horizon, self.action_dim), np.float32), np.zeros(self.horizon, bool), self.dim_mask,
             max_state_dim=expert.max_state_dim, max_action_dim=expert.max_action_dim,
-            state_mode=expert.state_mode, state_bins=expert.state_bins, open_fast_segment=self.decoding == "fast",
+            state_mode=expert.state_mode, state_bins=expert.state_bins, subtask=_given_subtask(obs) or "",
+            open_fast_segment=self.decoding == "fast",
         )
         # Checked here, not at collation, so one long prompt cannot fail the other requests of a batch.
         if len(sample) > self.cfg.data.max_seq_len:
@@ -272,7 +292,7 @@ class Policy:
         except ValueError as err:
             raise ObservationError(str(err)) from None
         noise = torch.randn((1, self.horizon, self.cfg.action_expert.max_action_dim), device=self.device)
-        return PreparedObservation(sample, state, noise, rtc)
+        return PreparedObservation(sample, state, noise, rtc, _given_subtask(obs))
 
     @torch.no_grad()  # not inference_mode: real-time chunking's guidance records one backward per step
     def infer_prepared(self, prepared: list[PreparedObservation]) -> list[dict[str, Any]]:
@@ -282,21 +302,41 @@ class Policy:
         if self.decoding == "fast":
             return self._infer_fast(prepared, start)
         chunks: list[np.ndarray | None] = [None] * len(prepared)
-        plain = [i for i, p in enumerate(prepared) if p.rtc is None]
-        if plain:
-            batch = self._collate([prepared[i].sample for i in plain])
-            noise = torch.cat([prepared[i].noise for i in plain])
-            rows = self.model.sample_actions(batch, num_steps=self.num_steps, noise=noise)
-            for i, row in zip(plain, rows):
-                chunks[i] = row[:, : self.action_dim].float().cpu().numpy()
-        for i, p in enumerate(prepared):
-            if p.rtc is not None:
-                row = self.model.sample_actions(self._collate([p.sample]), num_steps=self.num_steps, noise=p.noise,
-                                                rtc=p.rtc)[0]
-                chunks[i] = row[:, : self.action_dim].float().cpu().numpy()
+        subtasks = [p.subtask for p in prepared]
+        predict = [self.predict_subtask and p.subtask is None for p in prepared]
+        # one batched call per kind of plain request (subtask generated or not); RTC requests one by one
+        groups = [[i for i, p in enumerate(prepared) if p.rtc is None and predict[i] == kind] for kind in (False, True)]
+        groups += [[i] for i, p in enumerate(prepared) if p.rtc is not None]
+        for group in filter(None, groups):
+            first = prepared[group[0]]
+            rows, texts = self._sample_actions([prepared[i].sample for i in group],
+                                               torch.cat([prepared[i].noise for i in group]), first.rtc, predict[group[0]])
+            for j, i in enumerate(group):
+                chunks[i] = rows[j, :, : self.action_dim].float().cpu().numpy()
+                subtasks[i] = texts[j] if texts is not None else subtasks[i]
         timing = {"infer_ms": (time.perf_counter() - start) * 1000, "batch_size": len(prepared)}
-        return [{"actions": self.transform.to_robot(p.state, self.action_norm.inverse(chunk)), "policy_timing": dict(timing)}
-                for p, chunk in zip(prepared, chunks)]
+        results = []
+        for p, chunk, subtask in zip(prepared, chunks, subtasks):
+            result = {"actions": self.transform.to_robot(p.state, self.action_norm.inverse(chunk)),
+                      "policy_timing": dict(timing)}
+            if subtask is not None:
+                result[SUBTASK_KEY] = subtask
+            results.append(result)
+        return results
+
+    def _sample_actions(self, samples: list[Sample], noise: torch.Tensor, rtc: RTCInputs | None,
+                        predict: bool) -> tuple[torch.Tensor, list[str] | None]:
+        """Action chunks of one batch and, with ``predict``, the subtasks generated first (the actions are
+        then sampled against the prompt + subtask cache that generation leaves)."""
+        batch = self._collate(samples)
+        prefix, texts = None, None
+        if predict:
+            generated = greedy_decode(self.model, batch, self.cfg.action_expert.subtask_max_tokens,
+                                      stop_token_ids=(self.tokenizer.im_end_id,), pad_token_id=self.tokenizer.pad_id)
+            prefix = generated.cache
+            texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+                     for row, n in zip(generated.ids.tolist(), generated.lengths.tolist())]
+        return self.model.sample_actions(batch, num_steps=self.num_steps, noise=noise, rtc=rtc, prefix=prefix), texts
 
     def _infer_fast(self, prepared: list[PreparedObservation], start: float) -> list[dict[str, Any]]:
         """pi0-FAST: one batched greedy decode (real-time chunking keys are ignored: there is no flow to
@@ -323,6 +363,16 @@ def export_fast_tokenizer(folder: str | Path) -> FastTokenizer | None:
     """The FAST action tokenizer an exported policy carries (train/export.py copies it), None without one."""
     path = Path(folder) / FAST_TOKENIZER_FILE
     return FastTokenizer.load(path) if path.is_file() else None
+
+
+def _given_subtask(obs: dict[str, Any]) -> str | None:
+    """The subtask a request gives (``SUBTASK_KEY``), or None; anything but a string is refused."""
+    subtask = obs.get(SUBTASK_KEY)
+    if isinstance(subtask, bytes):
+        subtask = subtask.decode(errors="replace")
+    if subtask is not None and not isinstance(subtask, str):
+        raise ObservationError(f"observation '{SUBTASK_KEY}' must be a string, got {type(subtask).__name__}")
+    return subtask
 
 
 def _arrays(stats: dict[str, Any]) -> dict[str, np.ndarray]:

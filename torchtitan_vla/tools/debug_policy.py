@@ -23,9 +23,12 @@ from torchtitan_vla.train.export import export_policy
 
 def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, action_dim: int,
                         horizon: int = 4, image_size: int = 64, seed: int = 0, dataset: str | None = None,
-                        num_steps: int = 2, fast_tokenizer_path: str = "", action_decoding: str = "") -> Path:
+                        num_steps: int = 2, subtasks: bool = False, fast_tokenizer_path: str = "",
+                        action_decoding: str = "") -> Path:
     """Export to ``folder/policy`` and return that path. The cameras and statistics come from ``dataset`` (a
     LeRobot dataset with these cameras and widths), else from 2 random episodes written to ``folder/dataset``.
+    ``subtasks``: the export is of a policy trained with subtask annotations (it generates a subtask before
+    its actions); its random episodes carry per-frame subtask labels.
     ``fast_tokenizer_path``: a FAST tokenizer file the export carries (``model.fast_tokenizer_path``).
     ``action_decoding`` (``flow`` or ``fast``): how the export serves; without ``fast_tokenizer_path`` a FAST
     tokenizer is fitted on random smooth chunks (``folder/fast_tokenizer.json``)."""
@@ -36,6 +39,7 @@ def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, ac
             "state": rng.normal(3.0, 2.0, (6, state_dim)).astype(np.float32),
             "action": rng.normal(-5.0, 4.0, (6, action_dim)).astype(np.float32),
             "task": "pick up the red cube",
+            **({"subtask": ["reach the cube"] * 3 + ["grasp the cube"] * 3} if subtasks else {}),
         } for _ in range(2)]
         dataset = write_lerobot_dataset(str(folder / "dataset"), episodes, fps=10)
 
@@ -48,7 +52,9 @@ def export_debug_policy(folder: Path, camera_keys: list[str], state_dim: int, ac
     cfg.action_expert.num_inference_steps = num_steps
     cfg.data.image_size = image_size
     cfg.data.max_seq_len = 256
-    cfg.data.sources = [DataSource(name="robot", kind="lerobot", path=dataset, camera_keys=list(camera_keys))]
+    cfg.data.sources = [DataSource(name="robot", kind="lerobot", path=dataset, camera_keys=list(camera_keys),
+                                   subtask_key="subtask" if subtasks else "")]
+    cfg.action_expert.subtask_max_tokens = 6
     if action_decoding:
         if not fast_tokenizer_path:
             chunks = np.cumsum(rng.normal(0.0, 0.3, (256, horizon, action_dim)), axis=1)

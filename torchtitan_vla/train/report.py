@@ -18,8 +18,8 @@ _TAIL = 3
 
 
 def stage_losses(metrics_file: Path) -> dict[str, dict[str, float]]:
-    """``{stage: {"first": ..., "final": ..., "final_text": ..., "final_action": ..., "final_fast": ...}}`` from
-    metrics.jsonl."""
+    """``{stage: {"first": ..., "final": ..., "final_text": ..., "final_action": ..., "final_subtask": ...,
+    "final_fast": ...}}`` from metrics.jsonl."""
     rows: dict[str, list[dict[str, Any]]] = {}
     if metrics_file.is_file():
         for line in metrics_file.read_text().splitlines():
@@ -39,6 +39,7 @@ def stage_losses(metrics_file: Path) -> dict[str, dict[str, float]]:
             "final": mean("loss"),
             "final_text": mean("loss/text"),
             "final_action": mean("loss/action"),
+            "final_subtask": mean("loss/subtask"),
             "final_fast": mean("loss/fast"),
         }
     return out

@@ -67,7 +67,8 @@ def forward_options(cfg: JobConfig) -> ForwardOptions:
 
 def loss_weights(cfg: JobConfig) -> LossWeights:
     t = cfg.training
-    return LossWeights(text=t.text_loss_weight, action=t.action_loss_weight, fast=t.fast_loss_weight)
+    return LossWeights(text=t.text_loss_weight, action=t.action_loss_weight, subtask=t.subtask_loss_weight,
+                       fast=t.fast_loss_weight)
 
 
 class Trainer:

@@ -16,24 +16,29 @@ IDS = ["joint", "late", "joint-prefix-lm"]
 
 def _appended(vla, batch, generated):
     """The training layout: each row's prompt directly followed by its generated tokens, right-padded."""
-    rows = []
+    rows, texts = [], []
     for i in range(batch.num_samples):
         prompt = batch.input_ids[i][batch.attention_mask[i]]
-        rows.append(torch.cat((prompt, generated.ids[i, : generated.lengths[i]])))
+        texts.append((len(prompt), generated.ids[i, : generated.lengths[i]]))
+        rows.append(torch.cat((prompt, texts[-1][1])))
     length = max(len(r) for r in rows)
     ids = torch.stack([torch.nn.functional.pad(r, (0, length - len(r))) for r in rows])
     valid = torch.stack([torch.arange(length) < len(r) for r in rows])
+    labels = torch.full_like(ids, -100)  # the text is a target, as a subtask annotation is in training
+    for i, (start, text) in enumerate(texts):
+        labels[i, start - 1 : start - 1 + len(text)] = text
     args = vla.vlm.args
     positions, _ = get_rope_index(ids, batch.image_grid_thw, None, valid, image_token_id=args.image_token_id,
                                   spatial_merge_size=args.vision.spatial_merge_size)
     return dataclasses.replace(batch, input_ids=ids, attention_mask=valid, position_ids=positions,
-                               labels=torch.full_like(ids, -100), doc_ids=torch.zeros_like(ids))
+                               labels=labels, doc_ids=torch.zeros_like(ids))
 
 
 @pytest.mark.parametrize("expert", EXPERTS, ids=IDS)
 def test_cached_decoding_equals_full_recompute_and_conditions_the_actions(expert):
     vla = tiny_vla(**expert)
     batch = make_batch(vla, padding=(0, 2))
+    batch = dataclasses.replace(batch, labels=torch.full_like(batch.labels, -100))  # a prompt, as served
     cached = greedy_decode(vla, batch, 5)
     full = greedy_decode(vla, batch, 5, use_cache=False)
     assert cached.ids.shape == (2, 5)
@@ -44,8 +49,7 @@ def test_cached_decoding_equals_full_recompute_and_conditions_the_actions(expert
     with_text = vla.sample_actions(_appended(vla, batch, cached), num_steps=2, noise=noise)
     without_text = vla.sample_actions(batch, num_steps=2, noise=noise)
     torch.testing.assert_close(from_cache, from_full, rtol=0, atol=1e-5)
-    if expert.get("prefix_attention") != "bidirectional":  # training's prefix-LM mask covers the text too
-        torch.testing.assert_close(from_cache, with_text, rtol=0, atol=1e-5)
+    torch.testing.assert_close(from_cache, with_text, rtol=0, atol=1e-5)
     assert (from_cache - without_text).abs().max() > 1e-4  # the generated text does condition the actions
 
 

@@ -36,7 +36,7 @@ from ..action_expert.rtc import RTCInputs, guided_velocity, prefix_steps, sample
 from ..lora import LoRALinear
 from ..qwen3_vl.args import Qwen3VLArgs
 from ..qwen3_vl.kv_cache import KVCache
-from ..qwen3_vl.masks import build_mask
+from ..qwen3_vl.masks import build_mask, causal_after_targets
 from ..qwen3_vl.model import Qwen3VLModel
 from .build import add_lora, vlm_args
 from .inputs import Observation, PrefixCache, action_targets, robot_state
@@ -115,6 +115,8 @@ class VLA(VLAParts, nn.Module):
             # causal mask, since their text is predicted token by token (bidirectional would leak labels).
             causal = torch.zeros_like(valid[:, 0]) if batch.has_actions is None else ~batch.has_actions.bool()
         mask = hide_later_fast(build_mask(valid, batch.doc_ids, causal=causal, device=h.device), batch.fast_mask)
+        if not isinstance(causal, bool):  # a row's predicted text (its subtask) stays causal in the prefix-LM
+            mask = causal_after_targets(mask, batch.labels != IGNORE_INDEX)
         visible = expert_prefix(valid, batch.fast_mask)
         # Suffix positions continue after the prefix on all three MRoPE rows (text-style positions).
         last = position_ids.amax(dim=0).masked_fill(~visible, -1).amax(dim=1)
@@ -198,8 +200,7 @@ class VLA(VLAParts, nn.Module):
         if not run_expert:
             hidden = self._run_vlm(observation)
             action = torch.zeros(batch.num_samples, device=hidden.device)
-            text, fast = self._token_loss_sums(hidden, batch)
-            return LossSums(text=text, action=action, fast=fast)
+            return self._loss_sums(hidden, batch, action)
         targets = action_targets(batch, self.expert_cfg)
         state = robot_state(batch, self.expert_cfg)
         if state is not None:
@@ -221,8 +222,15 @@ class VLA(VLAParts, nn.Module):
         x_t = noisy_actions(targets.actions, noise, time)
         hidden, velocity = self.hidden_and_velocity(observation, x_t, time, options.knowledge_insulation)
         action = flow_loss_sums(velocity, velocity_target(targets.actions, noise), valid)
+        return self._loss_sums(hidden, batch, action)
+
+    def _loss_sums(self, hidden: torch.Tensor, batch: Batch, action: torch.Tensor) -> LossSums:
+        """The token loss split into web text, robot samples' subtask text (``Batch.robot_rows``) and FAST
+        action tokens (``Batch.fast_mask``)."""
         text, fast = self._token_loss_sums(hidden, batch)
-        return LossSums(text=text, action=action, fast=fast)
+        robot = batch.robot_rows.to(text.device)
+        return LossSums(text=torch.where(robot, 0.0, text), action=action, subtask=torch.where(robot, text, 0.0),
+                        fast=fast)
 
     def _token_loss_sums(self, hidden: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) float32 cross-entropy sums over each sample's labelled tokens, (text, FAST actions) split by

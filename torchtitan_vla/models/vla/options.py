@@ -60,6 +60,10 @@ class LossSums:
     action: torch.Tensor
     """(B,) float32 sum of the flow-matching squared error over each sample's valid action elements."""
 
+    subtask: torch.Tensor
+    """(B,) float32 sum of the text cross-entropy over robot samples' labelled tokens (their subtask
+    annotations; ``text`` holds the other samples')."""
+
     fast: torch.Tensor
     """(B,) float32 sum of the cross-entropy over each robot sample's FAST action tokens and EOS (the
     labels inside ``Batch.fast_mask``; ``text`` holds the others)."""
