@@ -86,7 +86,8 @@ class Training:
     """Weight of the text cross-entropy loss."""
 
     action_loss_weight: NonNegativeFloat = 1.0
-    """Weight of the flow-matching action loss."""
+    """Weight of the flow-matching action loss. 0: the stage does not run the Action Expert at all (no flow
+    loss is computed or logged; pi0-FAST training, VLM-only stages)."""
 
     subtask_loss_weight: NonNegativeFloat = 1.0
     """Weight of the text loss on robot samples' subtask annotations (sources with a ``subtask_key``);
