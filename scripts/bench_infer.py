@@ -15,7 +15,13 @@ Randomly initialised weights (latency does not depend on their values). One obse
 * ``cudagraphs``: ``compiled`` in mode ``reduce-overhead`` (CUDA graphs replay the per-step pass);
 * ``rtc_guided``: ``cached`` with inference-time real-time chunking against a previous chunk with delay
   ``--rtc-delay`` (one vector-Jacobian product per Euler step);
-* ``rtc_prefix``: ``cached`` with training-time RTC's prefix conditioning (no guidance).
+* ``rtc_prefix``: ``cached`` with training-time RTC's prefix conditioning (no guidance);
+* ``subtask``: pi0.5's hierarchy: first ``--subtask-tokens`` greedy tokens of a subtask (KV-cached, no stop
+  token, so always that many), then ``cached`` sampling against the prompt + subtask cache;
+* ``fast``: pi0-FAST: ``--fast-tokens`` greedy tokens constrained to the FAST ids (KV-cached, no stop token,
+  so always that many: an untrained model's EOS would come at random), decoded into a chunk by a FAST
+  tokenizer fitted on random smooth chunks. Compare with ``cached``, the flow sampling (which is also what a
+  knowledge-insulated pi0.5 model serves with: its prompt has no FAST tokens).
 
 Writes p50/p90 per (cameras, mode) as JSON, rewritten after every measurement so a run stopped by a
 time cap keeps what it finished.
@@ -37,9 +43,13 @@ from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.models.action_expert.rtc import RTCInputs
 from torchtitan_vla.models.qwen3_vl.rope_index import get_rope_index
 from torchtitan_vla.models.vla import VLA
+from torchtitan_vla.models.vla.fast_decoding import chunks_from_streams
+from torchtitan_vla.models.vla.generate import greedy_decode
+from torchtitan_vla.processing.fast import FastTokenizer
+from torchtitan_vla.processing.fast_vocab import FastActions, FastVocab
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-MODES = ("cached", "uncached", "compiled", "cudagraphs", "rtc_guided", "rtc_prefix")
+MODES = ("cached", "uncached", "compiled", "cudagraphs", "rtc_guided", "rtc_prefix", "subtask", "fast")
 COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}
 
 
@@ -59,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=20, help="timed calls per mode")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per mode (compilation happens here)")
     p.add_argument("--rtc-delay", type=int, default=4, help="inference delay d of the RTC modes")
+    p.add_argument("--subtask-tokens", type=int, default=8, help="generated subtask tokens of mode 'subtask'")
+    p.add_argument("--fast-tokens", type=int, default=30, help="generated FAST tokens of mode 'fast'")
+    p.add_argument("--fast-vocab", type=int, default=1024, help="FAST vocabulary size of mode 'fast'")
     p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
     p.add_argument("--output", default="outputs/bench_infer.json", help="JSON result path")
     args = p.parse_args(argv)
@@ -108,12 +121,27 @@ def sampler(vla: VLA, args, cameras: int):
     rtc = {"rtc_guided": RTCInputs.build(previous, args.rtc_delay, 0),
            "rtc_prefix": RTCInputs.build(previous, args.rtc_delay, 0, prefix_conditioning=True)}
 
+    fast = fast_actions(vla, args) if "fast" in args.modes else None
+
     def call(mode: str) -> torch.Tensor:
+        if mode == "fast":
+            generated = greedy_decode(vla, batch, args.fast_tokens, allowed_token_ids=fast.vocab.token_ids)
+            return chunks_from_streams(fast, generated.ids.tolist(), eos_id=-1).chunks
+        if mode == "subtask":
+            subtask = greedy_decode(vla, batch, args.subtask_tokens)
+            return vla.sample_actions(batch, num_steps=args.steps, noise=noise, prefix=subtask.cache)
         with torch.no_grad():  # guidance turns gradients on for its own vector-Jacobian products
             return vla.sample_actions(batch, num_steps=args.steps, noise=noise, use_cache=mode != "uncached",
                                       rtc=rtc.get(mode))
 
     return len(ids), call
+
+
+def fast_actions(vla: VLA, args) -> FastActions:
+    """A FAST tokenizer of (horizon, 7-dof) chunks fitted on random walks, in the model's top rows."""
+    chunks = torch.randn(512, args.horizon, 7).cumsum(dim=1).mul(0.1).numpy()
+    tokenizer = FastTokenizer.fit(chunks, vocab_size=args.fast_vocab, scale=4.0)
+    return FastActions(tokenizer, FastVocab(tokenizer.vocab_size, vla.vlm.args.text.vocab_size, set()))
 
 
 def time_calls(call, mode: str, args) -> list[float]:

@@ -5,8 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from torchtitan_vla.envs.toyworld import ToyWorld, WorldConfig
-from torchtitan_vla.eval.closed_loop import ScriptedPolicy, evaluate, run_closed_loop, without_instruction
+from torchtitan_vla.envs.toyworld import ToyWorld, WorldConfig, expert_chunk
+from torchtitan_vla.eval.closed_loop import (
+    ScriptedPolicy,
+    evaluate,
+    from_inference_policy,
+    run_closed_loop,
+    without_instruction,
+)
 
 
 def test_scripted_expert_always_succeeds():
@@ -99,3 +105,29 @@ def test_evaluation_uses_the_world_of_the_training_data(tmp_path, monkeypatch):
     closed_loop.evaluate_export(str(folder), Eval(closed_loop_episodes=2, max_episode_steps=2,
                                                   toyworld_data=str(tmp_path / "data")))
     assert seen and all(config == world for config in seen)
+
+
+def test_multi_step_success_needs_every_target_in_order():
+    config = WorldConfig(num_targets=2)
+    world = ToyWorld.from_seed(100, seed=11, config=config)
+    result = run_closed_loop(ScriptedPolicy(world), world, max_steps=60, execute_steps=4)
+    assert result.success_rate == 1.0 and result.visited_fraction == 1.0
+    world = ToyWorld.from_seed(100, seed=11, config=config)
+    last = np.array([s.shapes[s.then[-1]].xy for s in world.scenes], dtype=np.float32)
+    straight_to_the_last = run_closed_loop(lambda obs: expert_chunk(obs["state"], last, 8, 0.12), world, max_steps=60)
+    assert straight_to_the_last.success_rate < 0.2  # only where the first target lies on the way
+
+
+def test_true_subtask_mode_hands_the_world_subtask_to_the_policy():
+    requests = []
+
+    class Served:
+        def infer(self, request):
+            requests.append(request)
+            return {"actions": np.zeros((8, 2), np.float32)}
+
+    world = ToyWorld.from_seed(2, seed=3, config=WorldConfig(num_targets=2))
+    run_closed_loop(from_inference_policy(Served(), true_subtask=True), world, max_steps=4, execute_steps=4)
+    assert [r["subtask"] for r in requests] == [s.subtask(0) for s in world.scenes]
+    run_closed_loop(from_inference_policy(Served()), world, max_steps=4, execute_steps=4)
+    assert "subtask" not in requests[-1]  # the default requests are what openpi clients send

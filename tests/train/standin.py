@@ -111,7 +111,9 @@ class StandInVLA(nn.Module):
             z = block(z)
         valid = valid_action_mask(batch.action_dim_mask, batch.action_is_pad, batch.has_actions)
         action_sq = ((e.action_out(z) - (noise - actions)) ** 2 * valid).sum(dim=(1, 2))
-        return LossSums(text=ce.sum(1), action=action_sq)
+        robot = batch.robot_rows
+        return LossSums(text=torch.where(robot, 0.0, ce.sum(1)), action=action_sq,
+                        subtask=torch.where(robot, ce.sum(1), 0.0), fast=torch.zeros_like(action_sq))
 
 
 class SyntheticMixture(IterableDataset):

@@ -14,9 +14,13 @@ from torchtitan_vla.train.loss import LOSS_TERMS, LossWeights, global_counts, no
 def test_normalized_loss_divides_by_global_counts_and_keeps_empty_terms_in_the_graph():
     text = torch.tensor([4.0, 2.0], requires_grad=True)
     action = torch.tensor([3.0, 0.0], requires_grad=True)
-    counts = torch.tensor([3.0, 0.0], dtype=torch.float64)  # no action target on any rank this step
-    loss = normalized_loss(LossSums(text=text, action=action), counts, LossWeights(text=0.5, action=2.0))
-    assert loss.item() == pytest.approx(0.5 * 6 / 3 + 2.0 * 3.0)  # an empty count is clamped to 1
+    subtask = torch.tensor([0.0, 5.0])
+    fast = torch.tensor([1.0, 5.0], requires_grad=True)
+    counts = torch.tensor([3.0, 0.0, 2.0, 4.0], dtype=torch.float64)  # no action target on any rank this step
+    loss = normalized_loss(LossSums(text=text, action=action, subtask=subtask, fast=fast), counts,
+                           LossWeights(text=0.5, action=2.0, subtask=3.0, fast=0.25))
+    # an empty count is clamped to 1
+    assert loss.item() == pytest.approx(0.5 * 6 / 3 + 2.0 * 3.0 + 3.0 * 5 / 2 + 0.25 * 6 / 4)
     loss.backward()
     assert action.grad is not None  # the empty term still takes part in backward (same graph on every rank)
 
@@ -25,10 +29,14 @@ def test_target_counts_come_from_the_batch_before_forward():
     vla = tiny_vla()
     batch = make_batch(vla, batch_size=2, padding=(0, 2), action_dims=(3, 2), steps=(4, 2))
     counts = per_sample_counts(batch)
-    assert counts[0].tolist() == (batch.labels != -100).sum(dim=1).tolist()
+    assert counts[2].tolist() == (batch.labels != -100).sum(dim=1).tolist()  # robot rows' text: subtasks
+    assert counts[0].tolist() == [0, 0]
     horizon = vla.expert_cfg.action_horizon
     assert counts[1].tolist() == [3 * min(4, horizon), 2 * min(2, horizon)]
     assert global_counts([counts, counts], None).tolist() == [2 * float(counts[i].sum()) for i in range(len(LOSS_TERMS))]
+    batch.has_actions = torch.tensor([True, False])  # a web row's text is web text
+    web = per_sample_counts(batch)
+    assert web[0].tolist() == [0, counts[2][1]] and web[2].tolist() == [counts[2][0], 0]
 
 
 def test_model_sums_are_zero_exactly_where_the_batch_counts_no_target():
@@ -53,4 +61,4 @@ def test_forward_backward_without_backward_leaves_no_gradient():
     assert all(p.grad is None for p in vla.parameters())
     assert losses.counts.tolist() == per_sample_counts(batch).sum(dim=1).tolist()
     assert losses.by_source[1].sum() == losses.counts[0] and losses.by_source[3].sum() == losses.counts[1]
-    assert losses.sums.tolist() == [losses.by_source[0].sum().item(), losses.by_source[2].sum().item()]
+    assert losses.sums.tolist() == [losses.by_source[2 * i].sum().item() for i in range(len(LOSS_TERMS))]

@@ -73,6 +73,12 @@ class DataSource:
     instruction: str = ""
     """LeRobot: a fixed instruction used instead of the dataset's task text (empty: the task text)."""
 
+    subtask_key: str = ""
+    """LeRobot: the per-frame language column holding each frame's subtask (``subtask``: LeRobot's
+    ``subtask_index`` into ``meta/subtasks.parquet``; or a string feature). The subtask text follows the
+    prompt with a text loss (``training.subtask_loss_weight``) and the expert's actions are conditioned on
+    it (pi0.5's high-level prediction). Empty: no subtask."""
+
     image_fetch_fn: str = ""
     """OBELICS: ``module:function`` that returns the bytes of an image URL. Empty: URL images are
     unavailable and their rows are skipped (and counted); embedded bytes and local files always work."""

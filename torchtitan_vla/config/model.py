@@ -13,6 +13,7 @@ RTCSchedule = Literal["exp", "linear", "ones", "zeros"]
 Flavor = Literal["debug", "debug-moe", "2B", "4B", "8B", "32B", "30B-A3B", "235B-A22B"]
 """The names of ``models.qwen3_vl.args.FLAVORS`` (a test keeps the two equal)."""
 AttentionBackend = Literal["sdpa", "flex"]
+ActionDecoding = Literal["flow", "fast"]
 LoRATarget = Literal["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
 """The attention and MLP linears of decoder and expert blocks."""
 
@@ -60,6 +61,17 @@ class Model:
     lora_components: list[LoRAComponent] = field(default_factory=lambda: ["decoder", "expert"])
     """Components whose linears get LoRA adapters: any of ``decoder``, ``expert``."""
 
+    fast_tokenizer_path: str = ""
+    """FAST action tokenizer file (``scripts/fit_fast_tokenizer.py``). Set: every robot sample ends with
+    ``"Action: "`` + its chunk's FAST tokens + EOS, which the VLM learns with ``training.fast_loss_weight``
+    and the expert never attends to; the FAST tokens take the top rows of the VLM's vocabulary
+    (docs/fast.md). Its horizon and action width must match ``action_expert.action_horizon`` and the robot
+    data. Empty: no FAST tokens."""
+
+    action_decoding: ActionDecoding = "flow"
+    """How a served policy produces a chunk: ``flow`` (the Action Expert's Euler steps) or ``fast``
+    (pi0-FAST: the VLM decodes FAST tokens greedily with its KV cache; needs ``fast_tokenizer_path``)."""
+
 
 @dataclass
 class ActionExpert:
@@ -106,6 +118,10 @@ class ActionExpert:
 
     num_inference_steps: PositiveInt = 10
     """Euler steps used by ``sample_actions`` (t goes from 1 to 0)."""
+
+    subtask_max_tokens: PositiveInt = 24
+    """Serving a policy trained with subtasks (a source's ``subtask_key``): the most tokens of the subtask
+    the VLM generates before the actions are sampled; generation stops earlier at the subtask's end."""
 
     rtc_max_guidance_weight: PositiveFloat = 5.0
     """Real-time chunking (inference): clip beta of the guidance weight towards the previous chunk (the

@@ -86,14 +86,25 @@ class Training:
     """Weight of the text cross-entropy loss."""
 
     action_loss_weight: NonNegativeFloat = 1.0
-    """Weight of the flow-matching action loss."""
+    """Weight of the flow-matching action loss. 0: the stage does not run the Action Expert at all (no flow
+    loss is computed or logged; pi0-FAST training, VLM-only stages)."""
+
+    subtask_loss_weight: NonNegativeFloat = 1.0
+    """Weight of the text loss on robot samples' subtask annotations (sources with a ``subtask_key``);
+    reported as its own term, apart from the web text loss."""
+
+    fast_loss_weight: NonNegativeFloat = 0.0
+    """Weight of the discrete action loss: the VLM's cross-entropy on robot samples' FAST tokens and EOS
+    (needs ``model.fast_tokenizer_path``). 0: not optimised (the tokens are still in the prompt when a
+    tokenizer is set, hidden from the expert)."""
 
     trainable: list[Component] = field(default_factory=lambda: ["vision", "decoder", "expert"])
     """Components whose parameters train; the others are frozen (no gradient, no optimizer state). All
     three (the default) means every component the model has; ``expert`` alone needs the Action Expert."""
 
     knowledge_insulation: bool = False
-    """Stop the flow loss's gradient at the VLM's keys/values, so only the text loss trains the VLM."""
+    """Stop the flow loss's gradient at the VLM's keys/values, so only the text loss (and the FAST loss,
+    ``fast_loss_weight``: knowledge insulation as published) trains the VLM."""
 
     flow_time_alpha: PositiveFloat = 1.5
     """Flow-matching training times are ``flow_time_scale * Beta(alpha, beta) + flow_time_offset``

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import typing
+from typing import Any
 
 from ..data.action_transform import ActionTransform
 from ..data.hub import resolve_hub_paths
@@ -32,7 +33,7 @@ ALL_COMPONENTS: tuple[str, ...] = typing.get_args(Component)
 
 def validate_stages(stages: list[ResolvedStage], source: str) -> None:
     """Raise a ConfigError for the first problem found in any stage (in stage order)."""
-    infos: dict[str, dict] = {}  # LeRobot meta/info.json by dataset root, read once per job
+    infos: dict[str, Any] = {}  # LeRobot meta/info.json by dataset root (and the FAST tokenizer), read once per job
     for stage in stages:
         _StageCheck(stage, source, infos).run()
 
@@ -60,7 +61,7 @@ def _width(feature: dict) -> int:
 
 
 class _StageCheck:
-    def __init__(self, stage: ResolvedStage, source: str, infos: dict[str, dict]):
+    def __init__(self, stage: ResolvedStage, source: str, infos: dict[str, Any]):
         self.cfg: JobConfig = stage.config
         self.where = f"{source}: stage '{stage.name}'"
         self.infos = infos
@@ -158,6 +159,10 @@ class _StageCheck:
         if expert.min_period >= expert.max_period:
             self.fail("action_expert.min_period", f"{expert.min_period} must be below action_expert.max_period "
                                                   f"{expert.max_period}")
+        fast_users = [k for k, on in (("training.fast_loss_weight", t.fast_loss_weight > 0),
+                                      ("model.action_decoding", cfg.model.action_decoding == "fast")) if on]
+        if fast_users and not cfg.model.fast_tokenizer_path:
+            self.fail(fast_users[0], "needs model.fast_tokenizer_path (a FAST tokenizer from scripts/fit_fast_tokenizer.py)")
         if cfg.eval.closed_loop_episodes > 0 and cfg.eval.execute_steps > expert.action_horizon:
             self.fail("eval.execute_steps", f"{cfg.eval.execute_steps} exceeds action_expert.action_horizon "
                                             f"{expert.action_horizon}")
@@ -186,6 +191,10 @@ class _StageCheck:
                           ("model.tokenizer_path", cfg.model.tokenizer_path)):
             if path and not os.path.exists(path):
                 self.fail(key, f"= '{path}' does not exist")
+        fast = self.fast_tokenizer()
+        if fast is not None and fast.horizon != cfg.action_expert.action_horizon:
+            self.fail("model.fast_tokenizer_path", f"= '{cfg.model.fast_tokenizer_path}' encodes {fast.horizon}-step "
+                                                   f"chunks, action_expert.action_horizon is {cfg.action_expert.action_horizon}")
         if cfg.eval.closed_loop_episodes > 0 and cfg.eval.toyworld_data and not os.path.isdir(cfg.eval.toyworld_data):
             self.fail("eval.toyworld_data", f"= '{cfg.eval.toyworld_data}' does not exist (evaluation is on: "
                                             f"eval.closed_loop_episodes = {cfg.eval.closed_loop_episodes})")
@@ -243,9 +252,38 @@ class _StageCheck:
                 if width > limit:
                     self.fail(f"{prefix}.{key}", f"'{name}' of {src.path} is {width} wide, more than "
                                                  f"{limit_key} {limit}")
+            fast = self.fast_tokenizer()
+            if fast is not None and fast.action_dim != transform.widths(*stored)[1]:
+                self.fail("model.fast_tokenizer_path", f"encodes {fast.action_dim}-dim actions, '{src.action_key}' of "
+                                                       f"{src.path} gives {transform.widths(*stored)[1]} (source {src.name})")
+            if src.subtask_key:
+                self.subtask(f"{prefix}.subtask_key", src, features)
             if transform.is_delta and not src.stats_path and src.normalization != "none":
                 self.fail(f"{prefix}.stats_path", "delta_action_dims need statistics of the delta actions: run "
                                                   "scripts/compute_norm_stats.py --config <this file> and set stats_path")
+
+    def fast_tokenizer(self):
+        """``model.fast_tokenizer_path`` loaded (once per job), None when unset; unreadable: one error line."""
+        path = self.cfg.model.fast_tokenizer_path
+        if not path:
+            return None
+        key = f"fast_tokenizer:{path}"
+        if key not in self.infos:
+            from ..processing.fast import FastTokenizer  # noqa: PLC0415 (tokenizers is heavy for a config check)
+
+            if not os.path.isfile(path):
+                self.fail("model.fast_tokenizer_path", f"= '{path}' does not exist")
+            try:
+                self.infos[key] = FastTokenizer.load(path)
+            except ValueError as err:
+                self.fail("model.fast_tokenizer_path", f"= '{path}' cannot be read: {err}")
+        return self.infos[key]
+
+    def subtask(self, key: str, src: DataSource, features: dict) -> None:
+        """The subtask column exists (``subtask`` is LeRobot's ``subtask_index``)."""
+        columns = [k for k, f in features.items() if f.get("dtype") == "string"]
+        columns += ["subtask"] if "subtask_index" in features else []
+        self.name_in(key, src.subtask_key, columns, f"the per-frame language column of {src.path}")
 
     def info(self, index: int, src: DataSource) -> dict:
         if src.path not in self.infos:

@@ -64,6 +64,11 @@ class Batch:
     has_actions: torch.Tensor | None = None
     """(B,) bool: True for robot samples. None: every row is a robot sample when ``actions`` is given."""
 
+    fast_mask: torch.Tensor | None = None
+    """(B, S) bool: True at the FAST action segment of robot samples (``"Action: "``, the chunk's FAST
+    tokens, EOS). The labels inside it are the discrete action loss's targets (the rest are the text
+    loss's); the Action Expert never attends to these tokens. None: no FAST tokens."""
+
     source_id: torch.Tensor | None = None
     """(B,) long index of each sample's data source in the loader's ``source_names`` (per-source metrics)."""
 
@@ -74,6 +79,14 @@ class Batch:
     @property
     def num_samples(self) -> int:
         return int(self.input_ids.shape[0])
+
+    @property
+    def robot_rows(self) -> torch.Tensor:
+        """(B,) bool: robot samples (``has_actions``; without it, every row when ``actions`` is given). Their
+        text targets are subtask annotations, counted apart from the web text (``train/loss.py``)."""
+        if self.has_actions is not None:
+            return self.has_actions.bool()
+        return torch.full((self.num_samples,), self.actions is not None, device=self.input_ids.device)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor on ``device``."""

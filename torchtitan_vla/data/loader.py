@@ -9,6 +9,7 @@ import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..config.data import DataSource
+from ..processing.fast_vocab import FastActions
 from .action_transform import ActionTransform
 from .document import Packer
 from .lerobot import LeRobotReader
@@ -52,7 +53,7 @@ class VLADataLoader(StatefulDataLoader):
             self.skipped_per_source.update(counts["skipped"])
 
 
-def _robot_builder(src: DataSource, cfg, prompts: PromptBuilder) -> RobotSampleBuilder:
+def _robot_builder(src: DataSource, cfg, prompts: PromptBuilder, fast: FastActions | None = None) -> RobotSampleBuilder:
     reader = LeRobotReader(src.path, src.state_key, src.action_key, src.camera_keys, src.episodes,
                            tolerance_s=cfg.data.timestamp_tolerance_s)
     expert = cfg.action_expert
@@ -61,7 +62,8 @@ def _robot_builder(src: DataSource, cfg, prompts: PromptBuilder) -> RobotSampleB
         max_state_dim=expert.max_state_dim, normalization=src.normalization, stats_path=src.stats_path,
         image_size=cfg.data.image_size, augment=cfg.data.augment, wrist_camera_keys=src.wrist_camera_keys,
         instruction=src.instruction, state_mode=expert.state_mode, state_bins=expert.state_bins,
-        transform=ActionTransform.from_source(src),
+        transform=ActionTransform.from_source(src), fast=fast,
+        subtask_key=src.subtask_key,
     )
 
 
@@ -95,13 +97,16 @@ def build_dataloader(cfg, tokenizer, dp_rank: int, dp_world_size: int, split: st
     by_name = {src.name: src for src in cfg.data.sources}
     weights = _mixture(cfg, split)
     names = [n for n in weights if weights[n] > 0]
+    from ..models.vla.build import fast_actions  # noqa: PLC0415 (models import the data contract)
+
     prompts = PromptBuilder(tokenizer, cfg.data)
+    fast = fast_actions(cfg.model, tokenizer)
     factories = []
     for source_id, name in enumerate(names):
         src = by_name[name]
         if src.kind == "lerobot":
             # Loaded once here (workers inherit the arrays); the video decoders open lazily per process.
-            builder = _robot_builder(src, cfg, prompts)
+            builder = _robot_builder(src, cfg, prompts, fast)
             make = functools.partial(RobotStream, builder, name=src.name, seed=cfg.job.seed, strict=cfg.data.strict)
         else:
             make = functools.partial(_web_stream, src, cfg, prompts, dp_rank, dp_world_size)

@@ -24,6 +24,9 @@ def clean_instruction(text: str) -> str:
     return text.strip().replace("_", " ").replace("\n", " ")
 
 
+ACTION_PREFIX = "Action: "
+"""Opens the FAST action segment of a robot sample (pi0-FAST's postfix); decoding starts after it."""
+
 ROBOT_PROMPT_CACHE = 4096
 """Distinct robot prompts whose token ids are kept per process (instructions x camera layouts)."""
 
@@ -54,6 +57,25 @@ class PromptBuilder:
         ids = self._robot_ids(text, tuple(tuple(g.tolist()) for g in grid), keep=state_bins is None)
         per_image = [int(g.prod()) for g in grid]
         return Document(ids, [IGNORE_INDEX] * len(ids), list(pixel_values.split(per_image)), list(grid))
+
+    def subtask_segment(self, doc: Document, subtask: str) -> Document:
+        """``doc`` (a robot prompt) followed by the subtask text and ``<|im_end|>`` (its end marker, where
+        generation stops), with the text loss on both: pi0.5's high-level prediction."""
+        ids = self.tokenizer.encode(clean_instruction(subtask)) + [self.tokenizer.im_end_id]
+        labels = doc.labels[:-1] + ids + [IGNORE_INDEX]  # shifted: the prompt's last token predicts the first
+        return Document(doc.input_ids + ids, labels, doc.pixel_values, doc.image_grid_thw)
+
+    def action_segment(self, doc: Document, fast_tokens: list[int] | None) -> tuple[Document, list[bool]]:
+        """``doc`` followed by ``"Action: "`` + the chunk's FAST tokens + EOS (pi0-FAST's postfix), and the
+        per-token flag of that segment. The loss is on the FAST tokens and EOS only: ``"Action: "`` is
+        given at inference, where ``fast_tokens`` is None and decoding continues after it."""
+        lead = self.tokenizer.encode(ACTION_PREFIX)
+        ids, labels = lead, [IGNORE_INDEX] * len(lead)
+        if fast_tokens is not None:
+            ids = lead + list(fast_tokens) + [self.tokenizer.eos_id]
+            labels = labels[:-1] + ids[len(lead):] + [IGNORE_INDEX]
+        segment = Document(doc.input_ids + ids, doc.labels + labels, doc.pixel_values, doc.image_grid_thw)
+        return segment, [False] * len(doc) + [True] * len(ids)
 
     def _robot_ids(self, text: str, grids: tuple[tuple[int, ...], ...], keep: bool) -> list[int]:
         """Token ids of a robot prompt. A dataset has few distinct (instruction, camera grid) pairs, so the

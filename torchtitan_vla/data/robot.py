@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
+from ..processing.fast_vocab import FastActions
 from ..utils.logging import logger
 from .action_transform import ActionTransform
 from .augment import augment_image
@@ -25,12 +27,22 @@ class BadValueError(DataError, ValueError):
 def robot_sample(prompts: PromptBuilder, images: list[np.ndarray], image_size: int, instruction: str,
                  state: np.ndarray, actions: np.ndarray, action_is_pad: np.ndarray, action_dim_mask: np.ndarray,
                  *, max_state_dim: int, max_action_dim: int, state_mode: str, state_bins: int,
-                 source_id: int = 0, what: str = "") -> Sample:
+                 source_id: int = 0, what: str = "", subtask: str = "", fast_tokens: list[int] | None = None,
+                 open_fast_segment: bool = False) -> Sample:
     """The Sample of one robot observation: prompt (images + instruction, + binned state for pi0.5) and
     the padded, already-normalized state and action chunk. Training and serving both build samples
-    here, so a served policy sees exactly the inputs it was trained on. ``what`` names the data in errors."""
+    here, so a served policy sees exactly the inputs it was trained on. ``what`` names the data in errors.
+    ``subtask``: the current subtask, appended after the prompt (``PromptBuilder.subtask_segment``).
+    ``fast_tokens``: the chunk's FAST tokens (VLM ids), appended as the FAST action segment (training);
+    ``open_fast_segment``: only its opening ``"Action: "``, where pi0-FAST decoding continues."""
     bins = discretize_state(state, state_bins) if state_mode == "discrete" else None
     doc = prompts.robot(images, (image_size, image_size), instruction, bins)
+    if subtask:
+        doc = prompts.subtask_segment(doc, subtask)
+    fast_mask = None
+    if fast_tokens is not None or open_fast_segment:
+        doc, flags = prompts.action_segment(doc, fast_tokens)
+        fast_mask = torch.tensor(flags)
     return doc.to_sample(
         source_id,
         prompts.image_token_id,
@@ -38,6 +50,7 @@ def robot_sample(prompts: PromptBuilder, images: list[np.ndarray], image_size: i
         actions=pad_last(actions, max_action_dim, f"action{what}"),
         action_is_pad=action_is_pad,
         action_dim_mask=action_dim_mask,
+        fast_mask=fast_mask,
     )
 
 
@@ -72,7 +85,8 @@ class RobotSampleBuilder:
                  max_state_dim: int, normalization: str = "mean_std", stats_path: str = "",
                  image_size: int = 224, augment: bool = False, wrist_camera_keys: list[str] | None = None,
                  instruction: str = "", state_mode: str = "continuous", state_bins: int = 256,
-                 transform: ActionTransform | None = None):
+                 transform: ActionTransform | None = None, subtask_key: str = "",
+                 fast: FastActions | None = None):
         self.reader, self.prompts = reader, prompts
         self.horizon, self.max_action_dim, self.max_state_dim = action_horizon, max_action_dim, max_state_dim
         self.transform = transform or ActionTransform()
@@ -103,6 +117,12 @@ class RobotSampleBuilder:
         self.instruction = instruction
         self.state_mode, self.state_bins = state_mode, state_bins
         self.dim_mask = np.arange(max_action_dim) < self.action_dim
+        self.subtasks = subtask_column(reader, subtask_key)
+        self.fast = fast
+        """The FAST action tokenizer in the VLM's vocabulary: each sample ends with its chunk's tokens."""
+        if fast is not None and (fast.horizon, fast.action_dim) != (action_horizon, self.action_dim):
+            raise ValueError(f"{reader.root}: the FAST tokenizer encodes {fast.horizon} x {fast.action_dim} chunks, "
+                             f"this source gives {action_horizon} x {self.action_dim}")
 
     def chunk(self, episode_pos: int, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(raw state (Ds,), raw actions (H, Da), is_pad (H,)): steps past the end repeat the last action."""
@@ -132,7 +152,19 @@ class RobotSampleBuilder:
             actions_n, is_pad, self.dim_mask, max_state_dim=self.max_state_dim, max_action_dim=self.max_action_dim,
             state_mode=self.state_mode, state_bins=self.state_bins, source_id=source_id,
             what=f" of {self.reader.root}",
+            subtask="" if self.subtasks is None else self.subtasks[ep.start + frame],
+            fast_tokens=None if self.fast is None else self.fast.tokens(actions_n),
         )
+
+
+def subtask_column(reader: LeRobotReader, key: str) -> np.ndarray | None:
+    """The per-frame subtask texts of ``reader`` under ``key`` (a ``DataSource.subtask_key``; None: none)."""
+    if not key:
+        return None
+    if key not in reader.language:
+        raise ValueError(f"{reader.root}: subtask_key '{key}' is not a per-frame language column of the dataset "
+                         f"(it has {sorted(reader.language) or 'none'})")
+    return reader.language[key]
 
 
 def policy_extras(src) -> dict[str, Any]:

@@ -40,6 +40,8 @@ class Sample:
     """Robot: (H,) bool, True for chunk steps beyond the episode end."""
     action_dim_mask: np.ndarray | None = None
     """Robot: (max_action_dim,) bool, True for the dataset's real action dimensions."""
+    fast_mask: torch.Tensor | None = None
+    """Robot with FAST tokens: (S,) bool, True at the FAST action segment (``Batch.fast_mask``)."""
     skipped: np.ndarray | None = None
     """(n_sources,) int64 samples skipped per source since the previous sample of this stream."""
 
@@ -77,6 +79,7 @@ class Collator:
         action_is_pad = torch.ones(b, h, dtype=torch.bool)
         action_dim_mask = torch.zeros(b, self.max_action_dim, dtype=torch.bool)
         has_actions = torch.zeros(b, dtype=torch.bool)
+        fast_mask = torch.zeros(b, length, dtype=torch.bool) if any(s.fast_mask is not None for s in samples) else None
         skipped = torch.zeros(self.num_sources, dtype=torch.long)
         for i, s in enumerate(samples):
             n = len(s)
@@ -88,6 +91,8 @@ class Collator:
                 action_is_pad[i] = torch.from_numpy(s.action_is_pad)
                 action_dim_mask[i] = torch.from_numpy(s.action_dim_mask)
                 has_actions[i] = True
+            if s.fast_mask is not None:
+                fast_mask[i, :n] = s.fast_mask
             if s.skipped is not None:
                 skipped += torch.from_numpy(s.skipped)
         pixels = [p for s in samples for p in s.pixel_values]
@@ -109,6 +114,7 @@ class Collator:
             action_is_pad=action_is_pad,
             action_dim_mask=action_dim_mask,
             has_actions=has_actions,
+            fast_mask=fast_mask,
             source_id=torch.tensor([s.source_id for s in samples], dtype=torch.long),
             skipped=skipped,
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -145,6 +145,8 @@ class _Job:
     codec: str
     crf: int
     gop: int
+    subtasks: list[str] = field(default_factory=list)
+    """Distinct per-frame subtask texts (``meta/subtasks.parquet``); empty: no ``subtask_index`` column."""
 
     @property
     def video_keys(self) -> list[str]:
@@ -155,7 +157,10 @@ class _Job:
 
     def frame_table(self, i: int) -> pa.Table:
         ep = self.episodes[i]
-        return _frame_table(ep, i, int(self.starts[i]), self.task_indices(ep), self.fps, self.image_keys, self.keys)
+        table = _frame_table(ep, i, int(self.starts[i]), self.task_indices(ep), self.fps, self.image_keys, self.keys)
+        if not self.subtasks:
+            return table
+        return table.append_column("subtask_index", pa.array([self.subtasks.index(t) for t in ep["subtask"]], pa.int64()))
 
     def encode(self, path: str, frames: np.ndarray) -> None:
         frames = np.asarray(frames)
@@ -186,7 +191,8 @@ def write_lerobot_dataset(
     """Write ``episodes`` as a LeRobot dataset at ``root`` and return ``root``.
 
     Each episode is ``{"frames": {camera_key: uint8 (T, H, W, 3), or (T, H, W) for a depth camera},
-    "state": float32 (T, Ds), "action": float32 (T, Da), "task": str or one str per frame}``. Cameras in
+    "state": float32 (T, Ds), "action": float32 (T, Da), "task": str or one str per frame}``, optionally
+    with ``"subtask"``: one str per frame (LeRobot's ``subtask_index`` + ``meta/subtasks.parquet``). Cameras in
     ``image_keys`` are stored as PNG ``image`` features in the parquet, the others as mp4 (``video_codec``:
     libx264, libx265 (HEVC with B-frames) or libsvtav1). v3.0 concatenates up to ``episodes_per_file``
     episodes into each data parquet and each camera's mp4; v2.x writes one parquet and one mp4 per
@@ -202,6 +208,7 @@ def write_lerobot_dataset(
     tasks: list[str] = []
     for ep in episodes:
         tasks.extend(t for t in dict.fromkeys(_frame_tasks(ep)) if t not in tasks)
+    subtasks = _subtasks(episodes, lengths)
     os.makedirs(root, exist_ok=True)
     info = {
         "codebase_version": version,
@@ -214,8 +221,11 @@ def write_lerobot_dataset(
         "splits": {"train": f"0:{len(episodes)}"},
         "features": _features(episodes[0], set(image_keys), (state_key, action_key), fps, video_codec),
     }
+    if subtasks:
+        info["features"]["subtask_index"] = {"dtype": "int64", "shape": [1], "names": None}
+        write_tasks_parquet(os.path.join(root, "meta", "subtasks.parquet"), subtasks, "subtask_index")
     job = _Job(root, episodes, fps, tasks, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int), info,
-               set(image_keys), (state_key, action_key), video_codec, crf, gop)
+               set(image_keys), (state_key, action_key), video_codec, crf, gop, subtasks)
     if version == "v3.0":
         _write_v30(job, episodes_per_file)
     else:
@@ -253,11 +263,26 @@ def _write_v2(job: _Job, per_episode_stats: bool) -> None:
                      [{"episode_index": i, "stats": job.episode_stats(ep)} for i, ep in enumerate(job.episodes)])
 
 
-def write_tasks_parquet(path: str, tasks: list[str]) -> None:
-    """LeRobot's ``meta/tasks.parquet``: column ``task_index``, the task text as the pandas index (what
-    ``LeRobotDatasetMetadata.save_episode_tasks`` writes and ``tasks.iloc[i].name`` reads back)."""
+def write_tasks_parquet(path: str, tasks: list[str], index_column: str = "task_index") -> None:
+    """LeRobot's ``meta/tasks.parquet`` (and ``meta/subtasks.parquet``): column ``task_index``, the task text
+    as the pandas index (what ``LeRobotDatasetMetadata.save_episode_tasks`` writes and ``tasks.iloc[i].name``
+    reads back)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    pd.DataFrame({"task_index": np.arange(len(tasks), dtype=np.int64)}, index=list(tasks)).to_parquet(path)
+    pd.DataFrame({index_column: np.arange(len(tasks), dtype=np.int64)}, index=list(tasks)).to_parquet(path)
+
+
+def _subtasks(episodes: list[dict[str, Any]], lengths: list[int]) -> list[str]:
+    """Distinct subtask texts in order of appearance; every episode carries one per frame, or none does."""
+    carrying = ["subtask" in ep for ep in episodes]
+    if any(carrying) and not all(carrying):
+        raise ValueError(f"episode {carrying.index(not carrying[0])}: per-frame subtasks must be given for every "
+                         "episode or for none")
+    texts: dict[str, None] = {}
+    for i, (ep, length) in enumerate(zip(episodes, lengths)):
+        if "subtask" in ep and len(ep["subtask"]) != length:
+            raise ValueError(f"episode {i}: {len(ep['subtask'])} per-frame subtasks for {length} frames")
+        texts.update(dict.fromkeys(ep.get("subtask", ())))
+    return list(texts)
 
 
 def _write_v30(job: _Job, per_file: int) -> None:

@@ -10,6 +10,10 @@ Each call returns an action chunk; the first ``execute_steps`` actions are execu
 asked again (receding horizon), for ``max_steps`` steps. An episode succeeds when the agent is at the named
 shape at the end (see ``ToyWorld``).
 
+Multi-step worlds (``WorldConfig.num_targets``) succeed when every target was reached in order; the
+observation also carries each episode's true current subtask (``obs["subtask"]``), which
+``from_inference_policy(..., true_subtask=True)`` hands to the policy (the hierarchy's upper bound).
+
 Two baselines put a policy's number in context: ``ScriptedPolicy(world, "random_shape")`` goes straight to
 a random shape, which is what a perfect instruction-blind policy can do (success ~ 1/num_shapes), and
 ``without_instruction(policy)`` runs a trained policy with the instruction removed.
@@ -27,6 +31,7 @@ from torchtitan_vla.envs.toyworld.demos import expert_chunk
 from torchtitan_vla.envs.toyworld.generate import world_of
 from torchtitan_vla.envs.toyworld.render import draw_agent, render_table
 from torchtitan_vla.envs.toyworld.world import ToyWorld, WorldConfig
+from torchtitan_vla.serve.key_map import SUBTASK_KEY
 from torchtitan_vla.serve.rtc_keys import DELAY_KEY, PREV_ACTIONS_KEY
 
 from .delay import EXECUTIONS, DelaySchedule, jump_stats, run_delayed
@@ -57,17 +62,22 @@ class ClosedLoopResult:
     max_jump: float = float("nan")
     """Largest such jump over all switches and episodes."""
 
+    visited_fraction: float = float("nan")
+    """Mean fraction of each episode's targets reached in order (multi-step worlds; = success_rate with one)."""
+
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-def observe(world: ToyWorld, tables: list[np.ndarray]) -> dict:
-    """The observation of every episode of ``world``: image with the agent, state and instruction."""
-    images = np.stack([draw_agent(table, xy) for table, xy in zip(tables, world.positions)])
+def observe(world: ToyWorld, tables: list[list[np.ndarray]]) -> dict:
+    """The observation of every episode of ``world``: image with the agent, state, instruction and the true
+    current subtask. ``tables[i][k]``: episode i's table with its first k targets visited."""
+    images = np.stack([draw_agent(table[stage], xy) for table, stage, xy in zip(tables, world.stage, world.positions)])
     return {
         "image": images,
         "state": world.positions.copy(),
         "instruction": [scene.instruction for scene in world.scenes],
+        "subtask": world.subtasks(),
     }
 
 
@@ -88,7 +98,7 @@ def run_closed_loop(policy: Policy, world: ToyWorld, max_steps: int = 40, execut
     if max_steps < 1 or execute_steps < 1:
         raise ValueError(f"max_steps ({max_steps}) and execute_steps ({execute_steps}) must be >= 1")
     schedule = schedule or DelaySchedule()
-    tables = [render_table(scene) for scene in world.scenes]
+    tables = [[render_table(scene, k) for k in range(len(scene.targets))] for scene in world.scenes]
     calls = 0
     step = 0
 
@@ -117,6 +127,7 @@ def run_closed_loop(policy: Policy, world: ToyWorld, max_steps: int = 40, execut
         mean_final_distance=float(world.distances().mean()),
         policy_calls=calls,
         **jump_stats(jumps),
+        visited_fraction=float(((world.stage + success) / world.config.num_targets).mean()),
     )
 
 
@@ -129,33 +140,39 @@ class ScriptedPolicy:
         if mode not in ("instructed", "random_shape"):
             raise ValueError(f"ScriptedPolicy mode {mode!r}; expected 'instructed' or 'random_shape'")
         rng = np.random.default_rng(seed)
-        if mode == "instructed":
-            self.targets = world.targets.copy()
-        else:
+        self.world = world if mode == "instructed" else None  # the current targets change as they are visited
+        if mode == "random_shape":
             picks = [rng.integers(len(scene.shapes)) for scene in world.scenes]
             self.targets = np.array([scene.shapes[i].xy for scene, i in zip(world.scenes, picks)], dtype=np.float32)
         self.horizon = horizon
         self.max_speed = world.config.max_speed
 
     def __call__(self, obs: dict) -> np.ndarray:
-        return expert_chunk(obs["state"], self.targets, self.horizon, self.max_speed)
+        targets = self.world.targets if self.world is not None else self.targets
+        return expert_chunk(obs["state"], targets, self.horizon, self.max_speed)
 
 
 def from_inference_policy(
-    policy, image_key: str = "observation/image", state_key: str = "observation/state", prompt_key: str = "prompt"
+    policy, image_key: str = "observation/image", state_key: str = "observation/state", prompt_key: str = "prompt",
+    true_subtask: bool = False,
 ) -> Policy:
     """A batched toy-world policy from an openpi-style one that answers ``infer(obs) -> {"actions": (H, A)}``
-    one observation at a time (``serve.Policy``, or a client of a policy server). The keys are the client
-    keys the policy expects (its key map); the defaults are ``serve``'s."""
+    per observation (``serve.Policy``, whose ``infer_batch`` takes them all at once, or a client of a policy
+    server). The keys are the client keys the policy expects (its key map); the defaults are ``serve``'s.
+    ``true_subtask``: each request also gives the episode's true current subtask (``serve.key_map.SUBTASK_KEY``)."""
 
     def act(obs: dict, prev_actions: np.ndarray | None = None, inference_delay: int = 0) -> np.ndarray:
-        chunks = []
+        requests = []
         for i, (image, state, instruction) in enumerate(zip(obs["image"], obs["state"], obs["instruction"])):
             request = {image_key: image, state_key: state, prompt_key: instruction}
+            if true_subtask:
+                request[SUBTASK_KEY] = obs["subtask"][i]
             if prev_actions is not None:  # real-time chunking's optional keys (serve/rtc_keys.py)
                 request.update({PREV_ACTIONS_KEY: prev_actions[i], DELAY_KEY: inference_delay})
-            chunks.append(policy.infer(request)["actions"])
-        return np.stack(chunks)
+            requests.append(request)
+        # serve.Policy answers all episodes in one model call (the same noise draws, in the same order)
+        answers = policy.infer_batch(requests) if hasattr(policy, "infer_batch") else map(policy.infer, requests)
+        return np.stack([answer["actions"] for answer in answers])
 
     return act
 
@@ -208,15 +225,27 @@ def evaluate(
     return metrics
 
 
-def evaluate_export(folder: str, eval_cfg, device: str = "cpu", schedule: DelaySchedule | None = None) -> dict[str, float]:
+SUBTASK_MODES = ("auto", "predict", "none", "true")
+"""How an exported policy gets its subtask: ``serve.Policy``'s modes, or ``true`` (given by the world)."""
+
+
+def evaluate_export(folder: str, eval_cfg, device: str = "cpu", schedule: DelaySchedule | None = None,
+                    subtask: str = "auto") -> dict[str, float]:
     """``evaluate`` the policy exported to ``folder`` (``serve.Policy.from_export``) with the settings of a
-    ``config.Eval`` section (episodes, seed, steps, execute_steps, the world of its toyworld_data, baselines)."""
+    ``config.Eval`` section (episodes, seed, steps, execute_steps, the world of its toyworld_data, baselines).
+    ``subtask``: one of ``SUBTASK_MODES``."""
     from torchtitan_vla.serve.policy import Policy as ExportedPolicy
 
+    if subtask not in SUBTASK_MODES:
+        raise ValueError(f"subtask mode {subtask!r}; expected one of {SUBTASK_MODES}")
     world = world_of(eval_cfg.toyworld_data) if eval_cfg.toyworld_data else None
-    policy = from_inference_policy(ExportedPolicy.from_export(folder, device=device))
-    return evaluate(policy, eval_cfg.closed_loop_episodes, eval_cfg.seed, eval_cfg.max_episode_steps,
-                    eval_cfg.execute_steps, world, baselines=eval_cfg.baselines, schedule=schedule)
+    served = ExportedPolicy.from_export(folder, device=device, subtask="auto" if subtask == "true" else subtask)
+    policy = from_inference_policy(served, true_subtask=subtask == "true")
+    metrics = evaluate(policy, eval_cfg.closed_loop_episodes, eval_cfg.seed, eval_cfg.max_episode_steps,
+                       eval_cfg.execute_steps, world, baselines=eval_cfg.baselines, schedule=schedule)
+    if served.decoding == "fast":  # pi0-FAST: how many chunks (baseline runs included) needed repair
+        metrics.update(fast_decodes=served.fast_decodes, fast_decode_fallbacks=served.fast_fallbacks)
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,13 +267,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="chunk execution under the simulated delay (eval/delay.py)")
     parser.add_argument("--delay", type=int, default=0, help="simulated inference delay d in control steps")
     parser.add_argument("--max-delay", type=int, default=None, help="draw d uniformly from [--delay, --max-delay]")
+    parser.add_argument("--subtask", choices=SUBTASK_MODES, default="auto",
+                        help="the policy's subtask: predicted, none, given by the world (true) or auto (as trained)")
     parser.add_argument("--out", help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)
     schedule = DelaySchedule(args.execution, args.delay, args.max_delay, args.seed)
     eval_cfg = Eval(closed_loop_episodes=args.episodes, seed=args.seed, max_episode_steps=args.max_steps,
                     execute_steps=args.execute_steps, toyworld_data=args.data, baselines=not args.no_baselines)
     if args.policy:
-        metrics = evaluate_export(args.policy, eval_cfg, schedule=schedule)
+        metrics = evaluate_export(args.policy, eval_cfg, schedule=schedule, subtask=args.subtask)
     else:
         world = ToyWorld.from_seed(args.episodes, args.seed, world_of(args.data) if args.data else None)
         metrics = run_closed_loop(ScriptedPolicy(world), world, args.max_steps, args.execute_steps, schedule).to_dict()

@@ -23,6 +23,9 @@ from torchtitan_vla.config import load_toml
 DEFAULT_IMAGE_KEYS = ("observation/image", "observation/wrist_image")
 DEFAULT_STATE_KEY = "observation/state"
 DEFAULT_PROMPT_KEY = "prompt"
+SUBTASK_KEY = "subtask"
+"""Request key of a given subtask, and response key of the subtask the actions were conditioned on
+(pi0.5's hierarchy; clients that do not know it neither send nor read it)."""
 
 
 @dataclass

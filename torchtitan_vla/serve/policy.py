@@ -10,10 +10,18 @@ The export folder (written by the trainer at the end of a job):
   "action": {...}}`` (the statistics the training data was normalized with) and, optionally,
   ``action_transform`` (data/action_transform.py: the source's picked dimensions and delta actions; the
   client sends the stored state and gets absolute actions back);
-* ``tokenizer.json``.
+* ``tokenizer.json``;
+* ``fast_tokenizer.json`` when the model learned FAST action tokens (``model.fast_tokenizer_path`` then
+  names it, relative to the folder); with ``model.action_decoding = "fast"`` the policy decodes them
+  (pi0-FAST) instead of sampling the flow, and counts the streams it had to repair.
 
 Observation -> ``Batch`` goes through the data pipeline's own pieces (prompt rendering, image resizing and
 patching, normalization, collation), so serving sees exactly what training saw.
+
+A policy trained with subtask annotations (pi0.5's hierarchy) first generates the current subtask with the
+VLM (greedy, KV-cached, at most ``action_expert.subtask_max_tokens``), then samples the actions conditioned
+on it, and answers the subtask under the extra key ``"subtask"`` (clients that do not know it ignore it).
+A request may give the subtask itself under the same key; then nothing is generated.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import json
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,11 +45,16 @@ from torchtitan_vla.data.robot import robot_sample
 from torchtitan_vla.data.sample import Collator, Sample
 from torchtitan_vla.models.action_expert.rtc import RTCInputs
 from torchtitan_vla.models.vla import VLA
+from torchtitan_vla.models.vla.build import fast_actions
+from torchtitan_vla.models.vla.fast_decoding import decode_fast_actions
+from torchtitan_vla.models.vla.generate import greedy_decode
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
 from torchtitan_vla.parallel.weights_writer import verify_checksums
+from torchtitan_vla.processing.fast import EXPORT_NAME as FAST_TOKENIZER_FILE
+from torchtitan_vla.processing.fast import FastTokenizer
 from torchtitan_vla.processing.tokenizer import Tokenizer
 
-from .key_map import ObservationKeyMap
+from .key_map import SUBTASK_KEY, ObservationKeyMap
 from .protocol import RequestError
 from .rtc_keys import rtc_inputs
 
@@ -50,6 +63,7 @@ EXPORT_FILES = (INDEX_NAME, "config.json", "tokenizer.json")
 # data.image_size anyway, and the server's default message limit follows from it.
 DEFAULT_MAX_IMAGE_SIDE = 1024
 _EXPORT_EXTRA_KEYS = ("camera_keys", "state_dim", "action_dim", "norm_stats")
+SubtaskMode = Literal["auto", "predict", "none"]
 
 
 def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
@@ -69,6 +83,10 @@ def read_export_config(folder: str | Path) -> tuple[JobConfig, dict[str, Any]]:
         raise ValueError(f"{path}: missing key(s) {missing}")
     sections = {f.name for f in fields(JobConfig)}
     cfg = config_from_dict({k: v for k, v in raw.items() if k in sections}, str(path))
+    if cfg.model.fast_tokenizer_path:
+        cfg.model.fast_tokenizer_path = str(folder / cfg.model.fast_tokenizer_path)
+        if not Path(cfg.model.fast_tokenizer_path).is_file():
+            raise FileNotFoundError(f"{path} names the FAST tokenizer {cfg.model.fast_tokenizer_path}, which is missing")
     extras = {k: raw[k] for k in _EXPORT_EXTRA_KEYS}
     extras["action_transform"] = raw.get("action_transform") or {}  # exports before it: no transform
     if not extras["action_dim"] or not cfg.action_expert.enable:
@@ -93,6 +111,9 @@ class PreparedObservation:
     rtc: RTCInputs | None = None
     """The request's previous chunk and delay (real-time chunking), or None for a plain request."""
 
+    subtask: str | None = None
+    """The subtask the request gave (in ``sample``'s prompt already), or None."""
+
 
 class ObservationError(RequestError):
     """An observation the policy cannot serve (missing key, wrong shape or dtype, image too small or large)."""
@@ -104,11 +125,14 @@ class Policy:
     ``obs`` holds the client keys of ``key_map``: one uint8 image (H, W, 3) (or (3, H, W)) per camera, the
     raw state vector and the prompt string. Usable in-process or behind ``PolicyServer``, which batches
     concurrent requests through ``prepare`` + ``infer_prepared``.
+
+    ``subtask``: ``predict`` generates each request's subtask first (unless the request gives one),
+    ``none`` never does, ``auto`` predicts when the policy was trained with subtask annotations.
     """
 
     def __init__(self, model: VLA, tokenizer: Tokenizer, cfg: JobConfig, extras: dict[str, Any],
                  key_map: ObservationKeyMap | None = None, device: str | torch.device = "cpu",
-                 num_steps: int | None = None):
+                 num_steps: int | None = None, subtask: SubtaskMode = "auto"):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.cfg = cfg
@@ -130,10 +154,25 @@ class Policy:
         self.collate = Collator(tokenizer.pad_id, cfg.data.max_seq_len, self.horizon, expert.max_action_dim,
                                 expert.max_state_dim, num_sources=1, pad_to_max_seq_len=False)
         self.dim_mask = np.arange(expert.max_action_dim) < self.action_dim
+        self.fast = fast_actions(cfg.model, tokenizer)
+        self.decoding = cfg.model.action_decoding
+        if self.decoding == "fast" and self.fast is None:
+            raise ValueError("model.action_decoding = 'fast' needs model.fast_tokenizer_path")
+        self.fast_decodes = 0
+        """pi0-FAST chunks produced so far."""
+        self.fast_fallbacks = 0
+        """Of those, the chunks whose token stream was invalid (no EOS within the cap, or not a clean FAST
+        decode) and was repaired (``models/vla/fast_decoding.py``)."""
+        if subtask not in ("auto", "predict", "none"):
+            raise ValueError(f"subtask mode {subtask!r}; expected 'auto', 'predict' or 'none'")
+        mixture = cfg.data.mixture  # the last stage's: the sources the exported weights were trained on
+        trained = any(src.subtask_key and (not mixture or src.name in mixture) for src in cfg.data.sources)
+        self.predict_subtask = subtask == "predict" or (subtask == "auto" and trained)
         self.max_image_side = DEFAULT_MAX_IMAGE_SIDE
         """Longest image side accepted (the server's ``--max-image-side``)."""
         self.metadata: dict[str, Any] = {
             "action_horizon": self.horizon,
+            "action_decoding": self.decoding,
             "action_dim": self.action_dim,
             "state_dim": self.state_dim,
             "observation_keys": {"images": dict(self.key_map.images), "state": self.key_map.state,
@@ -142,7 +181,8 @@ class Policy:
 
     @classmethod
     def from_export(cls, folder: str | Path, device: str | torch.device = "cpu",
-                    key_map: ObservationKeyMap | None = None, num_steps: int | None = None) -> Policy:
+                    key_map: ObservationKeyMap | None = None, num_steps: int | None = None,
+                    subtask: SubtaskMode = "auto") -> Policy:
         folder = Path(folder)
         cfg, extras = read_export_config(folder)
         if cfg.model.hf_assets_path and not Path(cfg.model.hf_assets_path).is_absolute():
@@ -155,7 +195,7 @@ class Policy:
         # Non-persistent buffers (RoPE tables) are not in the files: initialise, then overwrite every weight.
         model.init_weights(buffer_device=torch.device(device))
         load_weights_from(model, folder)
-        return cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps)
+        return cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps, subtask=subtask)
 
     @property
     def max_observation_bytes(self) -> int:
@@ -217,7 +257,8 @@ class Policy:
             self._prompt(obs), self.state_norm(self.transform.state(state)),
             np.zeros((self.horizon, self.action_dim), np.float32), np.zeros(self.horizon, bool), self.dim_mask,
             max_state_dim=expert.max_state_dim, max_action_dim=expert.max_action_dim,
-            state_mode=expert.state_mode, state_bins=expert.state_bins,
+            state_mode=expert.state_mode, state_bins=expert.state_bins, subtask=_given_subtask(obs) or "",
+            open_fast_segment=self.decoding == "fast",
         )
         # Checked here, not at collation, so one long prompt cannot fail the other requests of a batch.
         if len(sample) > self.cfg.data.max_seq_len:
@@ -251,29 +292,63 @@ class Policy:
         except ValueError as err:
             raise ObservationError(str(err)) from None
         noise = torch.randn((1, self.horizon, self.cfg.action_expert.max_action_dim), device=self.device)
-        return PreparedObservation(sample, state, noise, rtc)
+        return PreparedObservation(sample, state, noise, rtc, _given_subtask(obs))
 
     @torch.no_grad()  # not inference_mode: real-time chunking's guidance records one backward per step
     def infer_prepared(self, prepared: list[PreparedObservation]) -> list[dict[str, Any]]:
         """One action chunk per prepared observation. Plain requests share one batched model call; a request
         with real-time-chunking keys (its own previous chunk and delay) is sampled on its own."""
         start = time.perf_counter()
+        if self.decoding == "fast":
+            return self._infer_fast(prepared, start)
         chunks: list[np.ndarray | None] = [None] * len(prepared)
-        plain = [i for i, p in enumerate(prepared) if p.rtc is None]
-        if plain:
-            batch = self._collate([prepared[i].sample for i in plain])
-            noise = torch.cat([prepared[i].noise for i in plain])
-            rows = self.model.sample_actions(batch, num_steps=self.num_steps, noise=noise)
-            for i, row in zip(plain, rows):
-                chunks[i] = row[:, : self.action_dim].float().cpu().numpy()
-        for i, p in enumerate(prepared):
-            if p.rtc is not None:
-                row = self.model.sample_actions(self._collate([p.sample]), num_steps=self.num_steps, noise=p.noise,
-                                                rtc=p.rtc)[0]
-                chunks[i] = row[:, : self.action_dim].float().cpu().numpy()
+        subtasks = [p.subtask for p in prepared]
+        predict = [self.predict_subtask and p.subtask is None for p in prepared]
+        # one batched call per kind of plain request (subtask generated or not); RTC requests one by one
+        groups = [[i for i, p in enumerate(prepared) if p.rtc is None and predict[i] == kind] for kind in (False, True)]
+        groups += [[i] for i, p in enumerate(prepared) if p.rtc is not None]
+        for group in filter(None, groups):
+            first = prepared[group[0]]
+            rows, texts = self._sample_actions([prepared[i].sample for i in group],
+                                               torch.cat([prepared[i].noise for i in group]), first.rtc, predict[group[0]])
+            for j, i in enumerate(group):
+                chunks[i] = rows[j, :, : self.action_dim].float().cpu().numpy()
+                subtasks[i] = texts[j] if texts is not None else subtasks[i]
         timing = {"infer_ms": (time.perf_counter() - start) * 1000, "batch_size": len(prepared)}
-        return [{"actions": self.transform.to_robot(p.state, self.action_norm.inverse(chunk)), "policy_timing": dict(timing)}
-                for p, chunk in zip(prepared, chunks)]
+        results = []
+        for p, chunk, subtask in zip(prepared, chunks, subtasks):
+            result = {"actions": self.transform.to_robot(p.state, self.action_norm.inverse(chunk)),
+                      "policy_timing": dict(timing)}
+            if subtask is not None:
+                result[SUBTASK_KEY] = subtask
+            results.append(result)
+        return results
+
+    def _sample_actions(self, samples: list[Sample], noise: torch.Tensor, rtc: RTCInputs | None,
+                        predict: bool) -> tuple[torch.Tensor, list[str] | None]:
+        """Action chunks of one batch and, with ``predict``, the subtasks generated first (the actions are
+        then sampled against the prompt + subtask cache that generation leaves)."""
+        batch = self._collate(samples)
+        prefix, texts = None, None
+        if predict:
+            generated = greedy_decode(self.model, batch, self.cfg.action_expert.subtask_max_tokens,
+                                      stop_token_ids=(self.tokenizer.im_end_id,), pad_token_id=self.tokenizer.pad_id)
+            prefix = generated.cache
+            texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+                     for row, n in zip(generated.ids.tolist(), generated.lengths.tolist())]
+        return self.model.sample_actions(batch, num_steps=self.num_steps, noise=noise, rtc=rtc, prefix=prefix), texts
+
+    def _infer_fast(self, prepared: list[PreparedObservation], start: float) -> list[dict[str, Any]]:
+        """pi0-FAST: one batched greedy decode (real-time chunking keys are ignored: there is no flow to
+        guide); every response carries ``fast_decode`` = {ok, fallbacks so far}."""
+        decoded = decode_fast_actions(self.model, self._collate([p.sample for p in prepared]), self.fast,
+                                      self.tokenizer.eos_id)
+        self.fast_decodes += len(prepared)
+        self.fast_fallbacks += decoded.ok.count(False)
+        timing = {"infer_ms": (time.perf_counter() - start) * 1000, "batch_size": len(prepared)}
+        return [{"actions": self.transform.to_robot(p.state, self.action_norm.inverse(chunk.numpy())),
+                 "policy_timing": dict(timing), "fast_decode": {"ok": ok, "fallbacks": self.fast_fallbacks}}
+                for p, chunk, ok in zip(prepared, decoded.chunks, decoded.ok)]
 
     def infer_batch(self, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``[infer(obs) for obs in observations]`` in one model call: the same noise draws, in the same order,
@@ -282,6 +357,22 @@ class Policy:
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         return self.infer_prepared([self.prepare(obs)])[0]
+
+
+def export_fast_tokenizer(folder: str | Path) -> FastTokenizer | None:
+    """The FAST action tokenizer an exported policy carries (train/export.py copies it), None without one."""
+    path = Path(folder) / FAST_TOKENIZER_FILE
+    return FastTokenizer.load(path) if path.is_file() else None
+
+
+def _given_subtask(obs: dict[str, Any]) -> str | None:
+    """The subtask a request gives (``SUBTASK_KEY``), or None; anything but a string is refused."""
+    subtask = obs.get(SUBTASK_KEY)
+    if isinstance(subtask, bytes):
+        subtask = subtask.decode(errors="replace")
+    if subtask is not None and not isinstance(subtask, str):
+        raise ObservationError(f"observation '{SUBTASK_KEY}' must be a string, got {type(subtask).__name__}")
+    return subtask
 
 
 def _arrays(stats: dict[str, Any]) -> dict[str, np.ndarray]:

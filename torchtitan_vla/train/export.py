@@ -2,8 +2,9 @@
 safetensors + ``model.safetensors.index.json``, atomic, gathered one tensor at a time from a sharded
 model): ``export_policy`` for serving and ``export_hf`` (the VLM as a Hugging Face Qwen3-VL folder).
 
-The policy folder holds the weights (the VLA's own state dict), ``config.json``, ``tokenizer.json`` and
-``vlm/config.json``.
+The policy folder holds the weights (the VLA's own state dict), ``config.json``, ``tokenizer.json``,
+``vlm/config.json`` and, when the run uses one (``model.fast_tokenizer_path``), the FAST action tokenizer
+as ``fast_tokenizer.json``.
 
 The format is the contract with ``torchtitan_vla.serve.Policy.from_export``: config.json is the
 resolved JobConfig (one key per section) plus ``camera_keys``, ``state_dim``, ``action_dim`` and
@@ -27,6 +28,7 @@ from torchtitan_vla.models.qwen3_vl.hf_checkpoint import write_hf_config
 from torchtitan_vla.models.vla.hf_keys import vlm_hf_conversions
 from torchtitan_vla.parallel.fsdp import dtype_from_name
 from torchtitan_vla.parallel.weights_writer import DEFAULT_MAX_SHARD_BYTES, as_stored, write_weights
+from torchtitan_vla.processing.fast import EXPORT_NAME as FAST_TOKENIZER_FILE
 from torchtitan_vla.utils.logging import logger
 
 VLM_CONFIG_DIR = "vlm"  # the VLM architecture (HF config.json), relative to the export folder
@@ -75,7 +77,7 @@ def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file
                   max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
     """Write the exported policy folder atomically: the model's state dict under its own names as
     safetensors shards + index (``model`` may be sharded; every rank calls it), config.json,
-    tokenizer.json and vlm/config.json."""
+    tokenizer.json, vlm/config.json and, with FAST tokens, fast_tokenizer.json."""
 
     def write_files(tmp: Path) -> None:
         config = {**config_to_dict(cfg), **policy_metadata(cfg)}
@@ -84,6 +86,9 @@ def export_policy(model: nn.Module, cfg: JobConfig, folder: Path, tokenizer_file
             (tmp / VLM_CONFIG_DIR).mkdir()
             (tmp / VLM_CONFIG_DIR / "config.json").write_text(json.dumps(vlm.args.to_hf_config(), indent=1))
             config["model"].update(hf_assets_path=VLM_CONFIG_DIR, load_hf_weights=False)
+        if cfg.model.fast_tokenizer_path:  # the FAST tokenizer travels with the policy, like the text one
+            shutil.copyfile(cfg.model.fast_tokenizer_path, tmp / FAST_TOKENIZER_FILE)
+            config["model"]["fast_tokenizer_path"] = FAST_TOKENIZER_FILE
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         if tokenizer_file:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")

@@ -18,7 +18,8 @@ _TAIL = 3
 
 
 def stage_losses(metrics_file: Path) -> dict[str, dict[str, float]]:
-    """``{stage: {"first": ..., "final": ..., "final_text": ..., "final_action": ...}}`` from metrics.jsonl."""
+    """``{stage: {"first": ..., "final": ..., "final_text": ..., "final_action": ..., "final_subtask": ...,
+    "final_fast": ...}}`` from metrics.jsonl."""
     rows: dict[str, list[dict[str, Any]]] = {}
     if metrics_file.is_file():
         for line in metrics_file.read_text().splitlines():
@@ -38,6 +39,8 @@ def stage_losses(metrics_file: Path) -> dict[str, dict[str, float]]:
             "final": mean("loss"),
             "final_text": mean("loss/text"),
             "final_action": mean("loss/action"),
+            "final_subtask": mean("loss/subtask"),
+            "final_fast": mean("loss/fast"),
         }
     return out
 
@@ -100,7 +103,7 @@ def write_report(cfg: JobConfig, run_folder: Path, export_folder: Path) -> dict[
     lines = ["report:"]
     for stage, loss in report["stage_losses"].items():
         lines.append(f"  {stage}: loss {loss['first']:.4f} -> {loss['final']:.4f} "
-                     f"(text {loss['final_text']:.4f}, action {loss['final_action']:.4f})")
+                     f"(text {loss['final_text']:.4f}, action {loss['final_action']:.4f}, fast {loss['final_fast']:.4f})")
     if any(report["data_skipped"].values()):
         lines.append("  examples skipped (damaged or unavailable data): "
                      + ", ".join(f"{s} {n}" for s, n in report["data_skipped"].items()))
@@ -109,6 +112,9 @@ def write_report(cfg: JobConfig, run_folder: Path, export_folder: Path) -> dict[
         if "baseline_success_rate" in report:
             line += (f"; random-shape baseline {report['baseline_success_rate']:.2f}, "
                      f"same policy without the instruction {report['no_instruction_success_rate']:.2f}")
+        if "fast_decodes" in report["closed_loop"]:
+            line += (f"; pi0-FAST chunks repaired {report['closed_loop']['fast_decode_fallbacks']} of "
+                     f"{report['closed_loop']['fast_decodes']}")
         lines.append(line)
     for name, path in report["paths"].items():
         if path:

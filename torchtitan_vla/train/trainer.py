@@ -62,11 +62,14 @@ def forward_options(cfg: JobConfig) -> ForwardOptions:
     t = cfg.training
     flow_time = FlowTimeDistribution(t.flow_time_alpha, t.flow_time_beta, t.flow_time_scale, t.flow_time_offset)
     rtc = RTCPrefix(t.rtc_min_delay, t.rtc_max_delay, t.rtc_delay_distribution) if t.rtc_max_delay else None
-    return ForwardOptions(knowledge_insulation=t.knowledge_insulation, flow_time=flow_time, rtc_prefix=rtc)
+    return ForwardOptions(knowledge_insulation=t.knowledge_insulation, flow_time=flow_time, rtc_prefix=rtc,
+                          flow=t.action_loss_weight > 0)
 
 
 def loss_weights(cfg: JobConfig) -> LossWeights:
-    return LossWeights(text=cfg.training.text_loss_weight, action=cfg.training.action_loss_weight)
+    t = cfg.training
+    return LossWeights(text=t.text_loss_weight, action=t.action_loss_weight, subtask=t.subtask_loss_weight,
+                       fast=t.fast_loss_weight)
 
 
 class Trainer:

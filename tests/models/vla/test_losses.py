@@ -14,7 +14,7 @@ def _loss_and_grads(vla, batch, seed=0):
     vla.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # same noise and times
     sums = vla(batch)
-    (sums.action.sum() + sums.text.sum()).backward()
+    (sums.action.sum() + sums.text.sum() + sums.subtask.sum()).backward()
     grads = {n: p.grad.clone() for n, p in vla.named_parameters() if p.grad is not None}
     return sums, grads
 
@@ -39,7 +39,8 @@ def test_loss_sums_are_per_sample_float32():
     vla = tiny_vla()
     sums = vla(make_batch(vla, batch_size=3, padding=(0, 1, 2)))
     assert isinstance(sums, LossSums)
-    for term in (sums.text, sums.action):
+    assert (sums.text == 0).all()  # robot samples' labels are subtask text
+    for term in (sums.subtask, sums.action):
         assert term.shape == (3,) and term.dtype == torch.float32 and (term > 0).all()
 
 
@@ -53,7 +54,7 @@ def test_given_noise_and_time_are_used_as_is():
     first = vla(batch, noise=noise, time=time)
     torch.manual_seed(2)
     second = vla(batch, noise=noise, time=time)
-    assert torch.equal(first.action, second.action) and torch.equal(first.text, second.text)
+    assert torch.equal(first.action, second.action) and torch.equal(first.subtask, second.subtask)
     velocity = vla.velocity(vla.observe(batch), noisy_actions(batch.actions, noise, time), time)
     expected = (velocity - velocity_target(batch.actions, noise)).square().sum(dim=(1, 2))
     torch.testing.assert_close(first.action, expected)
@@ -91,7 +92,7 @@ def test_robot_samples_without_text_labels():
     vla = tiny_vla()
     batch = make_batch(vla)
     sums = vla(dataclasses.replace(batch, labels=torch.full_like(batch.labels, -100)))
-    assert (sums.text == 0).all()
+    assert (sums.text == 0).all() and (sums.subtask == 0).all()
     sums.action.sum().backward()  # a graph exists for both sums
 
 
@@ -133,6 +134,6 @@ def test_expert_disabled_is_a_plain_vlm():
     batch = make_batch(vla)
     sums = vla(batch)
     assert vla.expert is None and "expert" not in vla.components()
-    assert (sums.action == 0).all() and (sums.text > 0).all()
+    assert (sums.action == 0).all() and (sums.subtask > 0).all()
     with pytest.raises(ValueError, match="action_expert.enable"):
         vla.sample_actions(batch)

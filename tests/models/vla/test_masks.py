@@ -65,11 +65,16 @@ def _hidden_before_and_after_changing_the_last_token(vla, batch):
     return hidden, hidden2
 
 
+def _prompts(batch):
+    """The batch's rows as robot prompts: no text target (a labelled subtask stays causal, see below)."""
+    return dataclasses.replace(batch, labels=torch.full_like(batch.labels, -100))
+
+
 def test_prefix_attention_causal_or_bidirectional():
     changed_first_token = {}
     for mode in ("causal", "bidirectional"):
         vla = tiny_vla(prefix_attention=mode)
-        hidden, hidden2 = _hidden_before_and_after_changing_the_last_token(vla, make_batch(vla, padding=(0,)))
+        hidden, hidden2 = _hidden_before_and_after_changing_the_last_token(vla, _prompts(make_batch(vla, padding=(0,))))
         changed_first_token[mode] = not torch.allclose(hidden[:, 0], hidden2[:, 0])
     assert changed_first_token == {"causal": False, "bidirectional": True}
 
@@ -77,7 +82,7 @@ def test_prefix_attention_causal_or_bidirectional():
 def test_bidirectional_prefix_keeps_web_samples_causal():
     """In a mixed batch only robot samples see later prefix tokens; a web sample's text loss stays honest."""
     vla = tiny_vla(prefix_attention="bidirectional")
-    batch = make_batch(vla, padding=(0,))
+    batch = _prompts(make_batch(vla, padding=(0,)))
     batch.has_actions = torch.tensor([True, False])
     hidden, hidden2 = _hidden_before_and_after_changing_the_last_token(vla, batch)
     assert not torch.allclose(hidden[0, 0], hidden2[0, 0])
@@ -108,3 +113,16 @@ def test_joint_vla_keeps_the_vlm_forward():
     sums = vla(dataclasses.replace(batch, has_actions=torch.zeros(2, dtype=torch.bool)))
     torch.testing.assert_close(sums.text.sum(), expected)
     assert (sums.action == 0).all()
+
+
+def test_prefix_lm_keeps_the_predicted_subtask_causal():
+    """Under pi0's bidirectional prefix a robot sample's prompt tokens see each other, but none sees the
+    subtask text after it (its targets): each subtask token sees the prompt and the text before it."""
+    vla = tiny_vla(prefix_attention="bidirectional")
+    batch = make_batch(vla, padding=(0, 0))
+    labels = torch.full_like(batch.labels, -100)
+    labels[0, 7:10] = batch.input_ids[0, 8:11]  # row 0: tokens 8..10 are its subtask; row 1 has no text target
+    mask = vla._prefix(dataclasses.replace(batch, labels=labels)).mask[:, 0]
+    assert mask[1].all()  # no target: the whole prompt is bidirectional
+    assert mask[0, :8, :8].all() and not mask[0, :8, 8:].any()  # the prompt never sees the subtask
+    assert mask[0, 8:, :8].all() and torch.equal(mask[0, 8:11, 8:11], torch.ones(3, 3, dtype=torch.bool).tril())

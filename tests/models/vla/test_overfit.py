@@ -34,7 +34,7 @@ def _overfit(fusion, time_conditioning, steps):
     text_tokens, action_elements = _counts(batch)
     for _ in range(steps):
         sums = vla(batch)
-        loss = sums.action.sum() / action_elements + sums.text.sum() / text_tokens
+        loss = sums.action.sum() / action_elements + (sums.text + sums.subtask).sum() / text_tokens
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

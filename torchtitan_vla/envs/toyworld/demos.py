@@ -33,27 +33,37 @@ def demo_episode(scene: Scene, hold_steps: int = 3, max_steps: int = 100) -> dic
 
     Returns ``{"frames": {"observation.images.top": uint8 (T, S, S, 3)}, "state": float32 (T, 2),
     "action": float32 (T, 2), "task": instruction}``; frame t shows the agent at state t, and action t
-    moves it to state t + 1.
+    moves it to state t + 1. Multi-step scenes add ``"subtask"``: the label of each frame's segment; the
+    expert heads for the current target's centre and turns to the next one once it visits it (comes
+    within ``success_radius``, as ``ToyWorld.step`` counts it).
     """
-    speed = scene.config.max_speed
+    config = scene.config
     position = np.asarray(scene.agent_start, dtype=np.float32)
-    target = scene.target_xy
-    states, actions = [], []
+    stage, last = 0, len(scene.targets) - 1
+    states, actions, stages = [], [], []
     while len(states) < max_steps:
-        action = expert_action(position, target, speed)
+        target = np.asarray(scene.shapes[scene.targets[stage]].xy, dtype=np.float32)
+        action = expert_action(position, target, config.max_speed)
         states.append(position)
         actions.append(action)
-        position = move(position, action, speed)
-        if np.linalg.norm(target - position) < 1e-4:
+        stages.append(stage)
+        position = move(position, action, config.max_speed)
+        if stage < last and np.linalg.norm(target - position) <= config.success_radius:
+            stage += 1
+        elif np.linalg.norm(target - position) < 1e-4:
             break
     for _ in range(hold_steps):
         states.append(position)
         actions.append(np.zeros(2, dtype=np.float32))
-    table = render_table(scene)
-    frames = np.stack([draw_agent(table, s) for s in states])
-    return {
+        stages.append(stage)
+    tables = [render_table(scene, visited) for visited in range(last + 1)]
+    frames = np.stack([draw_agent(tables[k], s) for s, k in zip(states, stages)])
+    episode = {
         "frames": {"observation.images.top": frames},
         "state": np.stack(states).astype(np.float32),
         "action": np.stack(actions).astype(np.float32),
         "task": scene.instruction,
     }
+    if last:
+        episode["subtask"] = [scene.subtask(k) for k in stages]
+    return episode

@@ -7,6 +7,7 @@ writes
     DIR/web/documents/  OBELICS-style parquet: interleaved texts and images about the same tables
     DIR/robot/          LeRobot v3.0: camera ``observation.images.top``, ``observation.state`` = agent xy,
                         ``action`` = delta xy, task = the instruction; scripted demonstrations
+                        (``--num-targets 2``: multi-step tasks, per-frame ``subtask_index`` labels)
     DIR/tokenizer.json  a debug-flavor tokenizer that knows every word of these texts (``build_debug_tokenizer``)
     DIR/toyworld.json   what was generated (written last: its presence means the data is complete)
 
@@ -114,7 +115,10 @@ def _words(texts: list[str]) -> list[str]:
 
 
 def _manifest(config: GenerateConfig) -> dict:
-    return {"format_version": 1, **asdict(config)}
+    manifest = {"format_version": 1, **asdict(config)}
+    if config.world.num_targets == 1:  # data made before multi-step worlds existed keeps matching
+        del manifest["world"]["num_targets"]
+    return manifest
 
 
 def _read_manifest(out: str) -> dict | None:
@@ -192,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--documents", type=int, default=defaults.documents, help="OBELICS documents")
     parser.add_argument("--image-size", type=int, default=world.image_size, help="rendered image side in pixels")
     parser.add_argument("--num-shapes", type=int, default=world.num_shapes, help="shapes per table")
+    parser.add_argument("--num-targets", type=int, default=world.num_targets,
+                        help="shapes to visit in order (2: the multi-step world with per-frame subtask labels)")
     parser.add_argument("--shared-attributes", action="store_true",
                         help="the harder world: the target shares its colour with one shape and its kind with another")
     args = parser.parse_args(argv)
@@ -199,8 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("episodes", "captions", "documents"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
-    world = WorldConfig(image_size=args.image_size, num_shapes=args.num_shapes,
-                        shared_attributes=args.shared_attributes)
+    try:
+        world = WorldConfig(image_size=args.image_size, num_shapes=args.num_shapes, num_targets=args.num_targets,
+                            shared_attributes=args.shared_attributes)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     config = GenerateConfig(args.seed, args.episodes, args.captions, args.documents, world=world)
     try:
         generate(args.out, config)

@@ -30,6 +30,11 @@ def instruction_for(shape: Shape, rng: np.random.Generator) -> str:
     return template.format(name=shape.name)
 
 
+def subtask_for(shape: Shape) -> str:
+    """The subtask label of one segment of a multi-step task: ``go to the red square``."""
+    return f"go to the {shape.name}"
+
+
 def position_phrase(row: int, col: int, grid_size: int = 3) -> str:
     """Where a grid cell is, in words: ``the top left``, ``the top``, ``the center``, ``the right`` ..."""
     if grid_size != 3:

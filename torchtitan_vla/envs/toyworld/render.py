@@ -29,6 +29,8 @@ AGENT_RGB = (0, 0, 0)
 AGENT_RADIUS = 0.09
 """Outer radius of the agent's ring, in world units."""
 AGENT_THICKNESS = 0.035
+VISITED_BORDER = 0.06
+"""Width of the outline a visited target keeps (multi-step worlds draw visited targets hollow)."""
 
 
 def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,14 +68,20 @@ def table_color(x, y) -> np.ndarray:
     return np.stack([red, np.full_like(x, TABLE_RGB[1]), blue], axis=-1).round().astype(np.uint8)
 
 
-def render_table(scene: Scene) -> np.ndarray:
-    """The table with its shapes and no agent: uint8 (S, S, 3)."""
+def render_table(scene: Scene, visited: int = 0) -> np.ndarray:
+    """The table with its shapes and no agent: uint8 (S, S, 3). The first ``visited`` of the scene's
+    targets are drawn hollow (an outline of their colour and kind)."""
     size = scene.config.image_size
     image = table_color(*pixel_grid(size))
-    for shape in scene.shapes:
+    hollow = set(scene.targets[:visited])
+    half = scene.config.shape_half_size
+    for i, shape in enumerate(scene.shapes):
         if shape.color not in PALETTE:
             raise ValueError(f"colour {shape.color!r} has no RGB in render.PALETTE ({sorted(PALETTE)})")
-        image[shape_mask(shape.kind, shape.xy, scene.config.shape_half_size, size)] = PALETTE[shape.color]
+        mask = shape_mask(shape.kind, shape.xy, half, size)
+        if i in hollow:
+            mask &= ~shape_mask(shape.kind, shape.xy, half - VISITED_BORDER, size)
+        image[mask] = PALETTE[shape.color]
     return image
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .instructions import instruction_for
+from .instructions import instruction_for, subtask_for
 
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 KINDS: tuple[str, ...] = ("square", "circle", "triangle")
@@ -54,6 +54,12 @@ class WorldConfig:
     min_start_distance: float = 0.45
     """The agent starts at least this far from every shape, so no episode succeeds without moving."""
 
+    num_targets: int = 1
+    """Shapes to visit, in order. 1: "move to the red square". 2 (the multi-step world): "go to the red
+    square, then to the blue circle", with one subtask label per segment ("go to the red square"). A
+    visited target is drawn hollow from then on, so the image tells which segment the agent is in and a
+    policy without memory can know its current subtask."""
+
     shared_attributes: bool = False
     """False: every shape on a table has its own colour and its own kind, so either word of the instruction
     names the target. True (harder): the target shares its colour with one shape and its kind with another,
@@ -62,6 +68,8 @@ class WorldConfig:
     def __post_init__(self):
         if self.num_shapes < 1 or self.num_shapes > self.grid_size**2:
             raise ValueError(f"num_shapes={self.num_shapes} must be in [1, grid_size**2={self.grid_size**2}]")
+        if not 1 <= self.num_targets <= self.num_shapes:
+            raise ValueError(f"num_targets={self.num_targets} must be in [1, num_shapes={self.num_shapes}]")
         if self.num_shapes > len(self.colors) * len(self.kinds):
             raise ValueError(f"num_shapes={self.num_shapes} exceeds the {len(self.colors) * len(self.kinds)} distinct (colour, kind) pairs")
         if not self.shared_attributes and self.num_shapes > min(len(self.colors), len(self.kinds)):
@@ -115,6 +123,18 @@ class Scene:
     config: WorldConfig = field(default_factory=WorldConfig)
     """The world this scene belongs to."""
 
+    then: tuple[int, ...] = ()
+    """Indices of the shapes to visit after ``target``, in order (multi-step worlds)."""
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        """Every shape to visit, in order."""
+        return (self.target, *self.then)
+
+    def subtask(self, stage: int) -> str:
+        """The label of segment ``stage``: ``go to the <shape>``."""
+        return subtask_for(self.shapes[self.targets[stage]])
+
     @property
     def target_xy(self) -> np.ndarray:
         return np.asarray(self.shapes[self.target].xy, dtype=np.float32)
@@ -167,7 +187,12 @@ def sample_scene(seed: int | tuple[int, ...] | np.random.Generator, config: Worl
         if np.linalg.norm(centers - start, axis=1).min() >= config.min_start_distance:
             break
     instruction = instruction_for(shapes[target], rng)
-    return Scene(tuple(shapes), target, (float(start[0]), float(start[1])), instruction, config)
+    then: tuple[int, ...] = ()
+    if config.num_targets > 1:  # drawn after everything else, so single-target scenes stay as they were
+        others = [i for i in range(config.num_shapes) if i != target]
+        then = tuple(int(others[i]) for i in rng.permutation(len(others))[: config.num_targets - 1])
+        instruction = instruction + "".join(f", then to the {shapes[i].name}" for i in then)
+    return Scene(tuple(shapes), target, (float(start[0]), float(start[1])), instruction, config, then)
 
 
 def episode_seed(seed: int, index: int) -> tuple[int, int]:
@@ -194,6 +219,10 @@ class ToyWorld:
     when its agent is within ``success_radius`` of the named shape when the episode ends, so passing over the
     target on the way to another shape does not count: a policy has to go to the right shape and stay.
     ``reached_step`` records when each agent first got there (-1: not yet).
+
+    Multi-step worlds: ``stage`` counts the targets visited; coming within ``success_radius`` of the current
+    target visits it and makes the next one current (``targets``), and success means being at the last one
+    after visiting the others in order.
     """
 
     def __init__(self, scenes: list[Scene]):
@@ -204,6 +233,7 @@ class ToyWorld:
             raise ValueError("all scenes of a ToyWorld must share one WorldConfig")
         self.config: WorldConfig = scenes[0].config
         self.scenes = list(scenes)
+        self.stage = np.zeros(len(scenes), dtype=np.int64)
         self.targets = np.stack([s.target_xy for s in scenes])
         self.positions = np.array([s.agent_start for s in scenes], dtype=np.float32)
         self.num_steps = 0
@@ -222,8 +252,12 @@ class ToyWorld:
 
     @property
     def success(self) -> np.ndarray:
-        """Whether each agent is at its target now."""
-        return self.distances() <= self.config.success_radius
+        """Whether each agent is at its (last) target now, the earlier ones visited in order."""
+        return (self.distances() <= self.config.success_radius) & (self.stage == self.config.num_targets - 1)
+
+    def subtasks(self) -> list[str]:
+        """Each episode's current subtask label (the true subtask)."""
+        return [scene.subtask(int(stage)) for scene, stage in zip(self.scenes, self.stage)]
 
     def step(self, actions: np.ndarray) -> None:
         """Apply one action (N, 2) per episode."""
@@ -234,4 +268,8 @@ class ToyWorld:
             raise ValueError("actions contain NaN or inf")
         self.positions = move(self.positions, actions, self.config.max_speed)
         self.num_steps += 1
+        visit = (self.distances() <= self.config.success_radius) & (self.stage < self.config.num_targets - 1)
+        for i in np.flatnonzero(visit):
+            self.stage[i] += 1
+            self.targets[i] = self.scenes[i].shapes[self.scenes[i].targets[self.stage[i]]].xy
         self.reached_step = np.where((self.reached_step < 0) & self.success, self.num_steps, self.reached_step)

@@ -7,6 +7,7 @@ Sq == Sk, and a KV-cached decode step, where the earlier keys come from the cach
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _key_padding(padding_mask: torch.Tensor | None, batch_size: int, kv_len: int, device) -> torch.Tensor:
@@ -59,6 +60,17 @@ def build_mask(
         doc_ids = doc_ids.to(device)
         mask = mask & (doc_ids[:, None, kv_len - q_len :, None] == doc_ids[:, None, None, :])
     return allow_self(mask)
+
+
+def causal_after_targets(mask: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """A prefix-LM ``mask`` (B, 1, S, S) in which the text a row predicts stays causal: every token after the
+    row's first labelled position (``labelled`` (B, S) bool; a robot sample's subtask) is seen only by itself
+    and later tokens, so no prompt token reads what it has to predict."""
+    seen = labelled.long().cumsum(dim=1)
+    target = F.pad(seen[:, :-1], (1, 0)) > 0  # (B, S): a token some earlier position predicts
+    positions = torch.arange(labelled.shape[1], device=mask.device)
+    earlier = positions[None, :] <= positions[:, None]
+    return allow_self(mask & (earlier | ~target.to(mask.device)[:, None, None, :]))
 
 
 def causal_mask(padding_mask=None, doc_ids=None, **kwargs) -> torch.Tensor:

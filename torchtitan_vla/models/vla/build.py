@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...config.model import Model as ModelConfig
+from ...processing.fast_vocab import FastActions, load_fast_actions
 from ..lora import apply_lora
 from ..qwen3_vl.args import FLAVORS, Qwen3VLArgs
 from ..qwen3_vl.hf_checkpoint import read_hf_config
@@ -31,6 +32,13 @@ def vlm_args(model_cfg: ModelConfig, tokenizer=None) -> Qwen3VLArgs:
         vision_start_token_id=tokenizer.vision_start_id,
         vision_end_token_id=tokenizer.vision_end_id,
     )
+
+
+def fast_actions(model_cfg: ModelConfig, tokenizer) -> FastActions | None:
+    """``model.fast_tokenizer_path``'s FAST tokenizer placed in this architecture's vocabulary, or None."""
+    if not model_cfg.fast_tokenizer_path:
+        return None
+    return load_fast_actions(model_cfg.fast_tokenizer_path, tokenizer, vlm_args(model_cfg).text.vocab_size)
 
 
 def add_lora(vla, rank: int, alpha: float, targets: list[str], components: list[str]) -> None:

@@ -36,9 +36,10 @@ class Observation:
     mask: torch.Tensor
     """(B, 1, P, P) prefix attention mask."""
     valid: torch.Tensor
-    """(B, P) bool: False at padding."""
+    """(B, P) bool: the prefix tokens the expert sees: False at padding and at FAST action tokens."""
     next_position: torch.Tensor
-    """(B,) long: one past the largest MRoPE position of the valid prefix (where the suffix starts)."""
+    """(B,) long: one past the largest MRoPE position of those tokens (where the suffix starts, as at
+    inference, whose prompt has no FAST tokens)."""
     state: torch.Tensor | None = None
     """(B, max_state_dim) float32 padded state (continuous state mode); None when the state is text."""
 

@@ -31,12 +31,12 @@ from ...processing.chat import IGNORE_INDEX
 from ..action_expert.expert import ActionExpertModel
 from ..action_expert.flow import flow_loss_sums, noisy_actions, sample_time, velocity_target
 from ..action_expert.layers import ExpertInputs, JointLayer
-from ..action_expert.masks import suffix_mask
+from ..action_expert.masks import expert_prefix, hide_later_fast, suffix_mask
 from ..action_expert.rtc import RTCInputs, guided_velocity, prefix_steps, sample_delays
 from ..lora import LoRALinear
 from ..qwen3_vl.args import Qwen3VLArgs
 from ..qwen3_vl.kv_cache import KVCache
-from ..qwen3_vl.masks import build_mask
+from ..qwen3_vl.masks import build_mask, causal_after_targets
 from ..qwen3_vl.model import Qwen3VLModel
 from .build import add_lora, vlm_args
 from .inputs import Observation, PrefixCache, action_targets, robot_state
@@ -114,10 +114,13 @@ class VLA(VLAParts, nn.Module):
             # pi0's prefix-LM: a robot sample's image tokens also see its instruction. Web samples keep the
             # causal mask, since their text is predicted token by token (bidirectional would leak labels).
             causal = torch.zeros_like(valid[:, 0]) if batch.has_actions is None else ~batch.has_actions.bool()
-        mask = build_mask(valid, batch.doc_ids, causal=causal, device=h.device)
+        mask = hide_later_fast(build_mask(valid, batch.doc_ids, causal=causal, device=h.device), batch.fast_mask)
+        if not isinstance(causal, bool):  # a row's predicted text (its subtask) stays causal in the prefix-LM
+            mask = causal_after_targets(mask, batch.labels != IGNORE_INDEX)
+        visible = expert_prefix(valid, batch.fast_mask)
         # Suffix positions continue after the prefix on all three MRoPE rows (text-style positions).
-        last = position_ids.amax(dim=0).masked_fill(~valid, -1).amax(dim=1)
-        return Observation(h, visual_mask, deepstack, cos, sin, mask, valid, last + 1)
+        last = position_ids.amax(dim=0).masked_fill(~visible, -1).amax(dim=1)
+        return Observation(h, visual_mask, deepstack, cos, sin, mask, visible, last + 1)
 
     def _expert_inputs(self, observation: Observation, cond: torch.Tensor | None, insulate: bool) -> ExpertInputs:
         offsets = torch.arange(self.expert.num_suffix_tokens, device=observation.valid.device)
@@ -191,13 +194,13 @@ class VLA(VLAParts, nn.Module):
         """
         observation = self._prefix(batch)
         has_actions = batch.has_actions
-        run_expert = self.expert is not None and (
+        run_expert = self.expert is not None and options.flow and (
             not self.skip_idle_expert or has_actions is None or bool(has_actions.any())
         )
         if not run_expert:
             hidden = self._run_vlm(observation)
             action = torch.zeros(batch.num_samples, device=hidden.device)
-            return LossSums(text=self._text_loss_sums(hidden, batch.labels), action=action)
+            return self._loss_sums(hidden, batch, action)
         targets = action_targets(batch, self.expert_cfg)
         state = robot_state(batch, self.expert_cfg)
         if state is not None:
@@ -219,18 +222,31 @@ class VLA(VLAParts, nn.Module):
         x_t = noisy_actions(targets.actions, noise, time)
         hidden, velocity = self.hidden_and_velocity(observation, x_t, time, options.knowledge_insulation)
         action = flow_loss_sums(velocity, velocity_target(targets.actions, noise), valid)
-        return LossSums(text=self._text_loss_sums(hidden, batch.labels), action=action)
+        return self._loss_sums(hidden, batch, action)
 
-    def _text_loss_sums(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(B,) float32 cross-entropy sums over each sample's labelled tokens; logits only where labelled."""
+    def _loss_sums(self, hidden: torch.Tensor, batch: Batch, action: torch.Tensor) -> LossSums:
+        """The token loss split into web text, robot samples' subtask text (``Batch.robot_rows``) and FAST
+        action tokens (``Batch.fast_mask``)."""
+        text, fast = self._token_loss_sums(hidden, batch)
+        robot = batch.robot_rows.to(text.device)
+        return LossSums(text=torch.where(robot, 0.0, text), action=action, subtask=torch.where(robot, text, 0.0),
+                        fast=fast)
+
+    def _token_loss_sums(self, hidden: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) float32 cross-entropy sums over each sample's labelled tokens, (text, FAST actions) split by
+        ``batch.fast_mask``; logits only where labelled, in one LM-head call."""
+        labels = batch.labels
         if labels.shape != hidden.shape[:2]:
             raise ValueError(f"batch.labels has shape {tuple(labels.shape)}, expected {tuple(hidden.shape[:2])}")
         labelled = labels != IGNORE_INDEX
         rows = labelled.nonzero()[:, 0]
         logits = self.vlm.lm_head(hidden[labelled]).float()
         losses = F.cross_entropy(logits, labels[labelled], reduction="none")
+        fast = torch.zeros_like(labels, dtype=torch.bool) if batch.fast_mask is None else batch.fast_mask.bool()
+        is_fast = fast[labelled].to(losses.dtype)
         # index_add keeps the graph connected (a zero sum) even when nothing is labelled.
-        return hidden.new_zeros(labels.shape[0], dtype=torch.float32).index_add(0, rows, losses)
+        zeros = hidden.new_zeros(labels.shape[0], dtype=torch.float32)
+        return zeros.index_add(0, rows, losses * (1 - is_fast)), zeros.index_add(0, rows, losses * is_fast)
 
     def _check_noise(self, noise: torch.Tensor, batch: Batch) -> torch.Tensor:
         shape = (batch.num_samples, self.expert_cfg.action_horizon, self.expert_cfg.max_action_dim)
@@ -246,6 +262,7 @@ class VLA(VLAParts, nn.Module):
         noise: torch.Tensor | None = None,
         use_cache: bool = True,
         rtc: RTCInputs | None = None,
+        prefix: PrefixCache | None = None,
     ) -> torch.Tensor:
         """Integrate the flow from noise (t = 1) to actions (t = 0) with Euler steps: (B, H, max_action_dim).
 
@@ -256,6 +273,9 @@ class VLA(VLAParts, nn.Module):
         ``rtc``: real-time chunking against a previous chunk (see ``action_expert/rtc.py``): its first
         ``delay`` steps come back equal to the previous chunk, the overlap after them is guided towards it
         (or, with ``prefix_conditioning``, the prefix is given clean to an expert trained that way).
+
+        ``prefix``: a cache computed already (``generate.greedy_decode``: prompt + generated text), used
+        instead of encoding ``batch``'s prompt.
         """
         if self.expert is None:
             raise ValueError("sample_actions needs the Action Expert (action_expert.enable = true)")
@@ -268,11 +288,13 @@ class VLA(VLAParts, nn.Module):
             noise = torch.randn(shape, device=batch.input_ids.device)
         x = self._check_noise(noise, batch)
         dt = -1.0 / num_steps
-        observation = self.observe(batch)  # embeddings, vision features, positions, mask: the same every step
-        cache = self.encode_prefix(observation) if use_cache else None
+        cache = prefix
+        if cache is None:
+            observation = self.observe(batch)  # embeddings, vision features, positions, mask: the same every step
+            cache = self.encode_prefix(observation) if use_cache else None
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.cached_velocity(cache, x_t, t) if use_cache else self.velocity(observation, x_t, t)
+            return self.cached_velocity(cache, x_t, t) if cache is not None else self.velocity(observation, x_t, t)
 
         if rtc is not None:
             if rtc.prev_actions.shape[0] != batch.num_samples:

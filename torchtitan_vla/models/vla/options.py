@@ -44,6 +44,10 @@ class ForwardOptions:
     rtc_prefix: RTCPrefix | None = None
     """Training-time real-time chunking: a clean action prefix per sample, no loss on it (None: off)."""
 
+    flow: bool = True
+    """Run the Action Expert on robot samples. False (a stage whose flow loss weight is 0, e.g. pi0-FAST
+    training): only the VLM runs and the flow loss sums are zero."""
+
 
 @dataclass
 class LossSums:
@@ -55,3 +59,11 @@ class LossSums:
 
     action: torch.Tensor
     """(B,) float32 sum of the flow-matching squared error over each sample's valid action elements."""
+
+    subtask: torch.Tensor
+    """(B,) float32 sum of the text cross-entropy over robot samples' labelled tokens (their subtask
+    annotations; ``text`` holds the other samples')."""
+
+    fast: torch.Tensor
+    """(B,) float32 sum of the cross-entropy over each robot sample's FAST action tokens and EOS (the
+    labels inside ``Batch.fast_mask``; ``text`` holds the others)."""
