@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,19 +33,26 @@ CAMERAS = ("observation.images.top", "observation.images.left", "observation.ima
 HORIZON, FPS, BATCH = 50, 30, 8
 
 
+def child_pids() -> list[int]:
+    """This process's live child processes (its loader workers)."""
+    pids = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            pids.extend(int(pid) for pid in f.read().split())
+    return pids
+
+
 def cpu_seconds() -> float:
     """CPU seconds (user + system) of this process and its live child processes (loader workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = time.process_time()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            for pid in f.read().split():
-                try:
-                    with open(f"/proc/{pid}/stat") as stat:
-                        fields = stat.read().rsplit(")", 1)[1].split()
-                    total += (int(fields[11]) + int(fields[12])) / ticks
-                except FileNotFoundError:
-                    pass
+    for pid in child_pids():
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except FileNotFoundError:
+            pass
     return total
 
 
@@ -131,7 +139,11 @@ def side_main(args) -> None:
                                  workers, mode)
     print(json.dumps({**timed(batches, count, warmup=max(2, 2 * workers)), **extra}))
     sys.stdout.flush()
-    os._exit(0)  # skip the loaders' shutdown
+    # Skip the loaders' shutdown, but end the workers first: an orphaned worker blocked on a full result
+    # pipe lives on and holds this process's stdout open, so the parent's subprocess.run never returns.
+    for pid in child_pids():
+        os.kill(pid, signal.SIGKILL)
+    os._exit(0)
 
 
 def main() -> None:

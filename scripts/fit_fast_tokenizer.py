@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from torchtitan_vla.config import ConfigError, load_stages
+from torchtitan_vla.config import ConfigError, load_config, resolve_stages
 from torchtitan_vla.data.action_chunks import source_action_chunks
+from torchtitan_vla.data.hub import resolve_hub_paths
 from torchtitan_vla.processing.fast import FastTokenizer
 
 
@@ -62,9 +63,20 @@ def round_trip(tokenizer: FastTokenizer, chunks: np.ndarray) -> dict:
     }
 
 
+def resolved_stages(config: str) -> list:
+    """The config's stages, resolved but not cross-checked: a config that trains on (or decodes with) the
+    tokenizer this script writes names a file that does not exist yet, and its FAST checks would refuse
+    it. The source's own files are checked as they are read."""
+    loaded = load_config(config)
+    stages = resolve_stages(loaded)
+    for stage in stages:
+        for key, problem in resolve_hub_paths(stage.config):
+            raise ConfigError(f"{loaded.source}: stage '{stage.name}': '{key}' = {problem}")
+    return stages
+
+
 def _stage_source(args):
-    # A config that already names the tokenizer this run writes must load before the file exists.
-    _, stages = load_stages(args.config, [("model.fast_tokenizer_path", "")])
+    stages = resolved_stages(args.config)
     stage = next((s for s in stages if s.name == args.stage), None) if args.stage else stages[0]
     if stage is None:
         raise ConfigError(f"{args.config}: no stage '{args.stage}' (stages: {[s.name for s in stages]})")

@@ -10,6 +10,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..config.data import DataSource
 from ..processing.fast_vocab import FastActions
+from ..processing.processor import expand_compact_patches
 from .action_transform import ActionTransform
 from .document import Packer
 from .lerobot import LeRobotReader
@@ -34,6 +35,10 @@ class VLADataLoader(StatefulDataLoader):
 
     def __iter__(self):
         for batch in super().__iter__():
+            if batch.pixel_values is not None and batch.pixel_values.dtype == torch.uint8:
+                # Workers send still images as uint8 pixels (1/8 of the float32 patches' bytes: the shared
+                # memory they fill and hand over dominated a sample's cost); the batch leaves as float32.
+                batch.pixel_values = torch.from_numpy(expand_compact_patches(batch.pixel_values.numpy()))
             for i, name in enumerate(self.source_names):
                 self.samples_per_source[name] += int((batch.source_id == i).sum())
                 self.skipped_per_source[name] += int(batch.skipped[i])
@@ -99,7 +104,8 @@ def build_dataloader(cfg, tokenizer, dp_rank: int, dp_world_size: int, split: st
     names = [n for n in weights if weights[n] > 0]
     from ..models.vla.build import fast_actions  # noqa: PLC0415 (models import the data contract)
 
-    prompts = PromptBuilder(tokenizer, cfg.data)
+    workers = cfg.data.num_workers
+    prompts = PromptBuilder(tokenizer, cfg.data, compact_pixels=workers > 0)
     fast = fast_actions(cfg.model, tokenizer)
     factories = []
     for source_id, name in enumerate(names):
@@ -117,7 +123,6 @@ def build_dataloader(cfg, tokenizer, dp_rank: int, dp_world_size: int, split: st
     expert = cfg.action_expert
     collate = Collator(tokenizer.pad_id, cfg.data.max_seq_len, expert.action_horizon, expert.max_action_dim,
                        expert.max_state_dim, len(names), cfg.data.pad_to_max_seq_len)
-    workers = cfg.data.num_workers
     return VLADataLoader(
         dataset, names,
         batch_size=cfg.training.local_batch_size,

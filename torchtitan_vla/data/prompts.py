@@ -34,8 +34,10 @@ ROBOT_PROMPT_CACHE = 4096
 class PromptBuilder:
     """Builds Documents with one tokenizer and the data section's image settings."""
 
-    def __init__(self, tokenizer: Tokenizer, data_cfg):
+    def __init__(self, tokenizer: Tokenizer, data_cfg, compact_pixels: bool = False):
         self.tokenizer = tokenizer
+        self.compact_pixels = compact_pixels
+        """Documents hold uint8 patches (``processor.preprocess_images(compact=True)``): loader workers."""
         self.image_token_id = tokenizer.image_pad_id
         self.vision_start_id = tokenizer.vision_start_id
         self.min_pixels, self.max_pixels = data_cfg.image_min_pixels, data_cfg.image_max_pixels
@@ -50,7 +52,8 @@ class PromptBuilder:
 
         No text target: the action expert reads this prefix; every label is -100.
         """
-        pixel_values, grid = preprocess_images(list(images), resize_to=size, resize_mode=self.resize_mode)
+        pixel_values, grid = preprocess_images(list(images), resize_to=size, resize_mode=self.resize_mode,
+                                             compact=self.compact_pixels)
         text = clean_instruction(instruction)
         if state_bins is not None:
             text = f"Task: {text}, State: {' '.join(str(int(b)) for b in state_bins)};"
@@ -91,7 +94,7 @@ class PromptBuilder:
 
     def caption(self, image: Image.Image, caption: str) -> Document:
         """A captioning turn: the user shows the image and asks; the loss is on the caption only."""
-        pixel_values, grid = preprocess_image(image, self.min_pixels, self.max_pixels)
+        pixel_values, grid = preprocess_image(image, self.min_pixels, self.max_pixels, compact=self.compact_pixels)
         content = [{"type": "image"}, {"type": "text", "text": self.caption_prompt}]
         input_ids, labels = encode_prompt_answer(self.tokenizer, [{"role": "user", "content": content}],
                                                  caption, grid[None])
@@ -108,7 +111,7 @@ class PromptBuilder:
             if isinstance(item, str):
                 ids.extend(self.tokenizer.encode(item))
                 continue
-            pixel_values, grid = preprocess_image(item, self.min_pixels, self.max_pixels)
+            pixel_values, grid = preprocess_image(item, self.min_pixels, self.max_pixels, compact=self.compact_pixels)
             ids.extend(self.tokenizer.encode(image_placeholder(grid)))
             pixels.append(pixel_values)
             grids.append(grid)

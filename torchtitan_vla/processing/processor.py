@@ -26,6 +26,8 @@ TEMPORAL_PATCH_SIZE = 2
 MERGE_SIZE = 2
 FACTOR = PATCH_SIZE * MERGE_SIZE
 PATCH_DIM = 3 * TEMPORAL_PATCH_SIZE * PATCH_SIZE * PATCH_SIZE
+COMPACT_PATCH_DIM = 3 * PATCH_SIZE * PATCH_SIZE
+"""A still image's patch as uint8 pixels of one frame (``compact=True``): 1/8 of the float32 patch's bytes."""
 
 # Pixel budgets from Qwen3-VL's hub preprocessor configs (not the Qwen2-VL class defaults).
 IMAGE_MIN_PIXELS = 65536
@@ -219,15 +221,27 @@ def _patchify(groups: np.ndarray) -> np.ndarray:
     return _NORMALIZE_LUT[rows]
 
 
-def _patchify_stills(images: np.ndarray) -> np.ndarray:
-    """``_patchify`` of still images (n, H, W, 3), each repeated over the temporal patch: the same rows,
-    with the table lookup done once per pixel and its result copied into both temporal slots (the
-    float32 conversion dominated robot samples)."""
-    rows = rearrange(images, "g (bh m1 py) (bw m2 px) c -> (g bh bw m1 m2) c py px",
+def _compact_stills(images: np.ndarray) -> np.ndarray:
+    """Still images (n, H, W, 3) uint8 -> (N, COMPACT_PATCH_DIM) uint8: ``_patchify``'s rows, channel-major
+    then pixel row and column, before normalisation and without the temporal repeat."""
+    rows = rearrange(images, "g (bh m1 py) (bw m2 px) c -> (g bh bw m1 m2) (c py px)",
                      m1=MERGE_SIZE, m2=MERGE_SIZE, py=PATCH_SIZE, px=PATCH_SIZE)
-    out = np.empty((rows.shape[0], 3, TEMPORAL_PATCH_SIZE, PATCH_SIZE, PATCH_SIZE), np.float32)
-    out[:, :, :] = _NORMALIZE_LUT[rows][:, :, None]
-    return out.reshape(rows.shape[0], PATCH_DIM)
+    return np.ascontiguousarray(rows)
+
+
+def expand_compact_patches(compact: np.ndarray) -> np.ndarray:
+    """(N, COMPACT_PATCH_DIM) uint8 -> (N, PATCH_DIM) float32, bit-identical to the patches of the same
+    stills: the table lookup done once per pixel and copied into both temporal slots."""
+    out = np.empty((compact.shape[0], 3, TEMPORAL_PATCH_SIZE, PATCH_SIZE * PATCH_SIZE), np.float32)
+    out[:] = _NORMALIZE_LUT[compact.reshape(-1, 3, 1, PATCH_SIZE * PATCH_SIZE)]
+    return out.reshape(compact.shape[0], PATCH_DIM)
+
+
+def _patchify_stills(images: np.ndarray, compact: bool = False) -> np.ndarray:
+    """``_patchify`` of still images (n, H, W, 3), each repeated over the temporal patch (the float32
+    conversion dominated robot samples); ``compact``: the uint8 rows of ``_compact_stills``."""
+    rows = _compact_stills(images)
+    return rows if compact else expand_compact_patches(rows)
 
 
 def _grid(t: int, height: int, width: int) -> torch.Tensor:
@@ -240,12 +254,15 @@ def preprocess_images(
     max_pixels: int = IMAGE_MAX_PIXELS,
     resize_to: tuple[int, int] | None = None,
     resize_mode: str = "stretch",
+    compact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Several images -> (pixel_values (sum N_i, 1536) float32, image_grid_thw (n_images, 3) long).
 
     ``images`` is a list of PIL images / uint8 HWC arrays, or one (n, H, W, 3) uint8 array (e.g. a robot's
     camera frames). Images that end up the same size are patchified in one vectorised pass. With
     ``resize_to``, ``resize_mode`` (``pad`` or ``stretch``, ``resize_robot_image``) says how they get there.
+    ``compact``: pixel_values are (sum N_i, 768) uint8 instead (``expand_compact_patches`` gives the float32
+    patches), so a data-loader worker sends 1/8 of the bytes to the training process.
     """
     if len(images) == 0:
         raise ValueError("preprocess_images got no images")
@@ -260,9 +277,9 @@ def preprocess_images(
             resized.append(_resize(rgb, smart_resize(rgb.shape[0], rgb.shape[1], FACTOR, min_pixels, max_pixels)))
     grid = torch.stack([_grid(1, r.shape[0], r.shape[1]) for r in resized])
     if len({r.shape for r in resized}) == 1:
-        pixel_values = _patchify_stills(np.stack(resized))
+        pixel_values = _patchify_stills(np.stack(resized), compact)
     else:
-        pixel_values = np.concatenate([_patchify_stills(r[None]) for r in resized])
+        pixel_values = np.concatenate([_patchify_stills(r[None], compact) for r in resized])
     return torch.from_numpy(pixel_values), grid
 
 
@@ -271,12 +288,14 @@ def preprocess_image(
     min_pixels: int = IMAGE_MIN_PIXELS,
     max_pixels: int = IMAGE_MAX_PIXELS,
     resize_to: tuple[int, int] | None = None,
+    compact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One image -> (pixel_values (N, 1536) float32, grid_thw (3,) long = [1, H/16, W/16]).
 
     ``resize_to`` (height, width), multiples of 32, replaces smart_resize: a fixed size for robot frames.
+    ``compact``: uint8 pixel_values (N, 768), as in ``preprocess_images``.
     """
-    pixel_values, grid = preprocess_images([image], min_pixels, max_pixels, resize_to)
+    pixel_values, grid = preprocess_images([image], min_pixels, max_pixels, resize_to, compact=compact)
     return pixel_values, grid[0]
 
 
