@@ -234,6 +234,8 @@ def evaluate_export(folder: str, eval_cfg, device: str = "cpu", schedule: DelayS
     """``evaluate`` the policy exported to ``folder`` (``serve.Policy.from_export``) with the settings of a
     ``config.Eval`` section (episodes, seed, steps, execute_steps, the world of its toyworld_data, baselines).
     ``subtask``: one of ``SUBTASK_MODES``."""
+    import torch
+
     from torchtitan_vla.serve.policy import Policy as ExportedPolicy
 
     if subtask not in SUBTASK_MODES:
@@ -241,6 +243,9 @@ def evaluate_export(folder: str, eval_cfg, device: str = "cpu", schedule: DelayS
     world = world_of(eval_cfg.toyworld_data) if eval_cfg.toyworld_data else None
     served = ExportedPolicy.from_export(folder, device=device, subtask="auto" if subtask == "true" else subtask)
     policy = from_inference_policy(served, true_subtask=subtask == "true")
+    # The flow noise comes from torch's global generator: seeded, a policy scores the same in any process
+    # (after training or from the command line) and every mode of a comparison draws the same noise.
+    torch.manual_seed(eval_cfg.seed)
     metrics = evaluate(policy, eval_cfg.closed_loop_episodes, eval_cfg.seed, eval_cfg.max_episode_steps,
                        eval_cfg.execute_steps, world, baselines=eval_cfg.baselines, schedule=schedule)
     if served.decoding == "fast":  # pi0-FAST: how many chunks (baseline runs included) needed repair
