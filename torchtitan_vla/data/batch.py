@@ -64,6 +64,11 @@ class Batch:
     has_actions: torch.Tensor | None = None
     """(B,) bool: True for robot samples. None: every row is a robot sample when ``actions`` is given."""
 
+    action_prefix: torch.Tensor | None = None
+    """(B,) long: training-time real-time chunking's prefix length per sample (drawn per step by
+    ``train/forward_backward.py``): the first steps of the chunk enter the expert clean and are not loss
+    targets. None: no prefix."""
+
     source_id: torch.Tensor | None = None
     """(B,) long index of each sample's data source in the loader's ``source_names`` (per-source metrics)."""
 
