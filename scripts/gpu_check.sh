@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One prepared GPU check (issue 22): training sweep, action-sampling latency, native-vs-transformers parity
-# in bf16 and MuJoCo EGL rendering speed, each part under its own time cap (wheel install 40 s + parts
-# 440 s): the whole within 8 minutes.
+# in bf16, real-time chunking in bf16 and MuJoCo EGL rendering speed, each part under its own time cap
+# (wheel install 40 s + parts 480 s): the whole within 9 minutes (a device call allows 10).
 #
 #   scripts/gpu_check.sh [--dry-run] [OUT_DIR]     # OUT_DIR defaults to $OUT, else outputs/gpu_check
 #
-# Every part writes JSON into OUT_DIR (env, bench_train, bench_infer, parity_sdpa, parity_flex, render) plus
-# gpu_check.log: at most 8 files, as the device machine returns. A part that fails or runs past its cap
+# Every part writes JSON into OUT_DIR (env, bench_train, bench_infer, parity_sdpa, parity_flex, render,
+# rtc_bf16) plus gpu_check.log: 8 files, the most the device machine returns. A part that fails or runs past its cap
 # gets checks.<part> = {status, rc, error} in its JSON and the script goes on. Idempotent: each run
 # starts from an empty set of results and reinstalls nothing that is already in place.
 #
@@ -28,7 +28,7 @@ OUT_DIR=$(cd "$OUT_DIR" && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 LOG=$OUT_DIR/gpu_check.log
-rm -f "$OUT_DIR"/{env,bench_train,bench_infer,parity_sdpa,parity_flex,render}.json "$LOG"
+rm -f "$OUT_DIR"/{env,bench_train,bench_infer,parity_sdpa,parity_flex,render,rtc_bf16}.json "$LOG"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 START=$SECONDS
 say() { echo "[gpu_check $((SECONDS - START))s] $*" | tee -a "$LOG"; }
@@ -79,6 +79,7 @@ if [[ $DRY == 1 ]]; then
     INFER=(--flavor debug --device cpu --dtype bfloat16 --modes cached uncached --cameras 1 3 --iters 2 --warmup 1 --threads 1)
     PARITY=(--flavor debug --device cpu --batch 1 --seq-len 64 --image-grid 1 4 4 --steps 1 --warmup 0 --threads 1)
     RENDER=(--sizes 32 --frames 3 --warmup 1)
+    RTC=(--flavor debug --device cpu --batch 2 --image-size 64 --horizon 8 --steps 2 --delays 2 4 --iters 1 --threads 1)
 else
     FLAVOR=2B DEVICE=cuda GL=egl
     TRAIN=(--flavor 2B --steps 6 --warmup 2 --local-batch-size 64 --max-seq-len 2048 --horizon 50 --image-px 224 224)
@@ -87,6 +88,8 @@ else
            --iters 20 --warmup 3)
     PARITY=(--flavor 2B --device cuda --batch 2 --seq-len 512 --image-grid 1 16 16 --steps 5 --warmup 2)
     RENDER=(--sizes 224 480 --frames 200 --warmup 10)
+    RTC=(--flavor 2B --device cuda --batch 4 --image-size 224 --horizon 50 --steps 10 --delays 2 4 6 8
+         --execution-horizon 10 --iters 10)
 fi
 MODE=$([[ $DRY == 1 ]] && echo dry-run || echo gpu)
 say "mode: $MODE, flavor $FLAVOR, out $OUT_DIR"
@@ -101,6 +104,7 @@ else
     skip parity_flex parity_flex.json "flex attention needs CUDA"
 fi
 part bench_infer bench_infer.json 100 "$PY" scripts/bench_infer.py "${INFER[@]}" --output "$OUT_DIR/bench_infer.json"
+part rtc_bf16 rtc_bf16.json 40 "$PY" scripts/check_rtc_bf16.py "${RTC[@]}" --output "$OUT_DIR/rtc_bf16.json"
 part render render.json 25 env MUJOCO_GL=$GL PYOPENGL_PLATFORM=$GL "$PY" scripts/bench_render.py "${RENDER[@]}" \
     --output "$OUT_DIR/render.json"
 part train_eager bench_train.json 90 "$PY" scripts/bench_train.py "${TRAIN[@]}" --ac "${TRAIN_ACS[@]}" \

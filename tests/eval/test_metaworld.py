@@ -65,9 +65,12 @@ def test_simulated_delay_sends_the_rtc_keys_and_keeps_the_frozen_rows(tmp_path):
             seen.append((obs.get("prev_actions"), obs.get("inference_delay"), result["actions"]))
             return result
 
-    mw.evaluate(Recorder(), ["reach-v3"], episodes_per_task=1, max_steps=12, replan_steps=4, image_size=64,
-                schedule=DelaySchedule("rtc", 2))
+    report = mw.evaluate(Recorder(), ["reach-v3"], episodes_per_task=1, max_steps=12, replan_steps=4, image_size=64,
+                         schedule=DelaySchedule("rtc", 2))
     assert seen[0][0] is None and len(seen) >= 3
+    # The first switch: the last action run from chunk 0 (row 3) against row 2 of chunk 1 (RTC froze rows 0-1).
+    first_jump = float(np.linalg.norm(seen[1][2][2, :env.ACTION_DIM] - seen[0][2][3, :env.ACTION_DIM]))
+    assert report.max_jump >= first_jump > 0 and report.mean_jump > 0
     for (prev, delay, actions), (_, _, before) in zip(seen[1:], seen):
         assert delay == 2 and prev.shape == (8 - 2, env.ACTION_DIM)
         np.testing.assert_array_equal(prev, before[2:])  # requested 2 steps before row 4 of the last chunk

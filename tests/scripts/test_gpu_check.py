@@ -45,15 +45,15 @@ def read(folder: Path, name: str) -> dict:
 
 def test_dry_run_writes_every_part(dry_run):
     out, wall_s = dry_run
-    # Device calls return at most 8 files: six JSON files and the log.
+    # Device calls return at most 8 files: seven JSON files and the log.
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["env.json", "bench_train.json", "bench_infer.json", "parity_sdpa.json", "parity_flex.json", "render.json",
-         "gpu_check.log"])
+         "rtc_bf16.json", "gpu_check.log"])
     checks = {}
-    for name in ("env", "bench_train", "bench_infer", "parity_sdpa", "parity_flex", "render"):
+    for name in ("env", "bench_train", "bench_infer", "parity_sdpa", "parity_flex", "render", "rtc_bf16"):
         checks.update(read(out, name)["checks"])
     assert {k: v["status"] for k, v in checks.items()} == {
-        "env": "ok", "parity_sdpa": "ok", "parity_flex": "skipped", "bench_infer": "ok", "render": "ok",
+        "env": "ok", "parity_sdpa": "ok", "parity_flex": "skipped", "bench_infer": "ok", "render": "ok", "rtc_bf16": "ok",
         "train_eager": "ok", "train_web": "ok", "train_compile": "skipped", "train_float8": "skipped"}, checks
 
     env = read(out, "env")
@@ -72,6 +72,11 @@ def test_dry_run_writes_every_part(dry_run):
     assert parity["agreement"]["argmax_agreement"] > 0.9  # same weights: bf16 rounding flips few argmaxes
     assert 0 <= parity["agreement"]["max_abs_logit_diff"] < 0.1
     assert parity["forward"]["native"]["median_s"] > 0 and parity["train"]["transformers_over_native"] > 0
+    rtc = read(out, "rtc_bf16")["fusions"]
+    assert sorted(rtc) == ["joint", "late"]
+    for r in rtc.values():
+        assert all(r[mode]["finite"] and r[mode]["frozen_exact"] for mode in ("guided", "prefix")), r
+        assert r["latency_ms_p50"]["guided"] > 0
     render = read(out, "render")
     assert render["mujoco_gl"] == "osmesa" and all(r["step_render_fps"] > 0 for r in render["results"])
     assert wall_s < HANG_LIMIT_S, f"dry run took {wall_s:.0f}s (target {DRY_RUN_LIMIT_S}s on an idle machine)"
@@ -92,6 +97,8 @@ def test_report_fills_the_gpu_section_from_the_json(dry_run, tmp_path):
     robot = read(out, "bench_train")["results"][0]
     assert f"| robot | {robot['ac']} | False | 1 | {robot['step_time_s']:.3f} |" in first
     assert "| parity_flex | skipped |" in first
+    guided = read(out, "rtc_bf16")["fusions"]["late"]["guided"]
+    assert f"| late | guided | True | True | {guided['rel_max_diff']:.4f} | {guided['guided_over_free']:.3f} |" in first
     # A second run replaces the section instead of appending another.
     assert report.main([str(out), "--doc", str(doc)]) == 0
     assert doc.read_text() == first

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from tests.serve.test_server import ACTION_DIM, CAMERAS, STATE_DIM, _observation
 from torchtitan_vla.serve.policy import Policy
@@ -98,12 +99,38 @@ def test_policy_freezes_the_delay_rows_to_the_previous_chunk(policy):
         policy.infer({**_observation(), "prev_actions": prev[:, :2]})
 
 
+def test_rtc_settings_are_advertised_and_can_be_overridden(policy):
+    assert policy.metadata["real_time_chunking"] == {"request_keys": ["prev_actions", "inference_delay"],
+                                                     "mode": "guided", "max_guidance_weight": 5.0, "schedule": "exp"}
+    prev = np.random.default_rng(1).normal(size=(6, ACTION_DIM)).astype(np.float32)
+
+    def answers() -> tuple[np.ndarray, np.ndarray]:
+        torch.manual_seed(0)
+        plain = policy.infer(_observation())["actions"]
+        torch.manual_seed(0)
+        return plain, policy.infer({**_observation(), "prev_actions": prev, "inference_delay": 2})["actions"]
+
+    plain, guided = answers()
+    assert not np.allclose(guided[2:6], plain[2:6], atol=1e-3)
+    policy.set_rtc(max_guidance_weight=0.0)  # no pull: past the frozen rows, the plain chunk
+    try:
+        assert policy.metadata["real_time_chunking"]["max_guidance_weight"] == 0.0
+        plain, unguided = answers()
+        np.testing.assert_allclose(unguided[2:], plain[2:], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(unguided[:2], prev[:2], rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match="max guidance weight must be >= 0"):
+            policy.set_rtc(max_guidance_weight=-1.0)
+    finally:
+        policy.set_rtc(max_guidance_weight=5.0)
+
+
 def test_server_round_trips_the_optional_keys_with_openpi_client(policy):
     client_module = pytest.importorskip("openpi_client.websocket_client_policy")
     server = PolicyServer(policy, host="127.0.0.1", port=0)
     port = server.start()
     try:
         client = client_module.WebsocketClientPolicy(host="127.0.0.1", port=port)
+        assert client.get_server_metadata()["real_time_chunking"]["mode"] == "guided"
         plain = client.infer(_observation())  # an old client: observation keys only
         assert plain["actions"].shape == (HORIZON, ACTION_DIM)
         prev = plain["actions"][2:]

@@ -69,6 +69,11 @@ class Batch:
     tokens, EOS). The labels inside it are the discrete action loss's targets (the rest are the text
     loss's); the Action Expert never attends to these tokens. None: no FAST tokens."""
 
+    action_prefix: torch.Tensor | None = None
+    """(B,) long: training-time real-time chunking's prefix length per sample (drawn per step by
+    ``train/forward_backward.py``): the first steps of the chunk enter the expert clean and are not loss
+    targets. None: no prefix."""
+
     source_id: torch.Tensor | None = None
     """(B,) long index of each sample's data source in the loader's ``source_names`` (per-source metrics)."""
 

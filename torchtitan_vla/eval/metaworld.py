@@ -36,7 +36,7 @@ from torchtitan_vla.envs.metaworld import (
 )
 from torchtitan_vla.serve.rtc_keys import DELAY_KEY, PREV_ACTIONS_KEY
 
-from .delay import EXECUTIONS, DelaySchedule, run_delayed
+from .delay import EXECUTIONS, DelaySchedule, jump_stats, run_delayed
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,19 @@ class EvalReport:
     seconds: float
     """Wall-clock time of the evaluation."""
 
+    mean_jump: float = float("nan")
+    """Mean distance (4-d action space) between the last action of a chunk and the first executed action
+    of the next, over every chunk switch of every episode (``eval.delay``)."""
+
+    max_jump: float = float("nan")
+    """Largest such jump."""
+
 
 def run_episode(policy: ChunkPolicy, env: TaskEnv, layout: int, max_steps: int, replan_steps: int,
-                schedule: DelaySchedule | None = None) -> bool:
+                schedule: DelaySchedule | None = None) -> tuple[bool, list[np.ndarray]]:
     """One closed-loop episode: query a chunk, execute its first ``replan_steps`` actions, repeat; with a
-    ``schedule``, under a simulated inference delay (``eval.delay``; the arm holds still while it waits)."""
+    ``schedule``, under a simulated inference delay (``eval.delay``; the arm holds still while it waits).
+    -> (success, the jump at every chunk switch)."""
     obs = env.reset(layout)
     steps = 0
     success = False
@@ -85,8 +93,8 @@ def run_episode(policy: ChunkPolicy, env: TaskEnv, layout: int, max_steps: int, 
         steps += 1
         return success or steps >= max_steps
 
-    run_delayed(request, step, replan_steps, schedule or DelaySchedule(), np.zeros((1, ACTION_DIM), np.float32))
-    return bool(success)
+    jumps = run_delayed(request, step, replan_steps, schedule or DelaySchedule(), np.zeros((1, ACTION_DIM), np.float32))
+    return bool(success), jumps
 
 
 def evaluate(
@@ -104,16 +112,19 @@ def evaluate(
         raise ValueError("episodes_per_task, max_steps and replan_steps must all be >= 1")
     check_episode_length(max_steps)
     start = time.perf_counter()
-    success = {}
+    success, jumps = {}, []
     for task in resolve_tasks(tasks):
         env = TaskEnv(task, seed, image_size)
-        wins = sum(run_episode(policy, env, layout, max_steps, replan_steps, schedule)
-                   for layout in range(episodes_per_task))
+        wins = 0
+        for layout in range(episodes_per_task):
+            won, episode_jumps = run_episode(policy, env, layout, max_steps, replan_steps, schedule)
+            wins += won
+            jumps += episode_jumps
         env.close()
         success[task] = wins / episodes_per_task
         logger.info("%s: %d/%d", task, wins, episodes_per_task)
     mean = float(np.mean(list(success.values())))
-    return EvalReport(success, mean, episodes_per_task, time.perf_counter() - start)
+    return EvalReport(success, mean, episodes_per_task, time.perf_counter() - start, **jump_stats(jumps))
 
 
 def _connect(server: str, api_key: str | None) -> ChunkPolicy:

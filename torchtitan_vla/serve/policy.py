@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from torchtitan_vla.config import JobConfig, config_from_dict
+from torchtitan_vla.config.model import RTCSchedule
 from torchtitan_vla.data.action_transform import ActionTransform
 from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.data.normalize import Normalizer
@@ -56,7 +57,7 @@ from torchtitan_vla.processing.tokenizer import Tokenizer
 
 from .key_map import SUBTASK_KEY, ObservationKeyMap
 from .protocol import RequestError
-from .rtc_keys import rtc_inputs
+from .rtc_keys import rtc_inputs, rtc_settings
 
 EXPORT_FILES = (INDEX_NAME, "config.json", "tokenizer.json")
 # Sides above it are refused; a camera frame as large as 1024 px is unusual, the model resizes to
@@ -177,7 +178,19 @@ class Policy:
             "state_dim": self.state_dim,
             "observation_keys": {"images": dict(self.key_map.images), "state": self.key_map.state,
                                  "prompt": self.key_map.prompt},
+            "real_time_chunking": rtc_settings(cfg),
         }
+
+    def set_rtc(self, max_guidance_weight: float | None = None, schedule: RTCSchedule | None = None) -> None:
+        """Override the export's inference-time RTC settings (the server's ``--rtc-*`` flags); None keeps one."""
+        expert = self.cfg.action_expert
+        if max_guidance_weight is not None:
+            if max_guidance_weight < 0:
+                raise ValueError(f"the RTC max guidance weight must be >= 0, got {max_guidance_weight}")
+            expert.rtc_max_guidance_weight = max_guidance_weight
+        if schedule is not None:
+            expert.rtc_schedule = schedule
+        self.metadata["real_time_chunking"] = rtc_settings(self.cfg)
 
     @classmethod
     def from_export(cls, folder: str | Path, device: str | torch.device = "cpu",

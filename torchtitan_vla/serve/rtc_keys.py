@@ -56,3 +56,11 @@ def rtc_inputs(obs: dict[str, Any], cfg: JobConfig, action_norm: Normalizer, act
                            max_guidance_weight=cfg.action_expert.rtc_max_guidance_weight,
                            schedule=cfg.action_expert.rtc_schedule,
                            prefix_conditioning=cfg.training.rtc_max_delay > 0)
+
+
+def rtc_settings(cfg: JobConfig) -> dict[str, Any]:
+    """How the policy answers the optional keys; the server sends it in its metadata."""
+    return {"request_keys": [PREV_ACTIONS_KEY, DELAY_KEY],
+            "mode": "prefix" if cfg.training.rtc_max_delay > 0 else "guided",
+            "max_guidance_weight": cfg.action_expert.rtc_max_guidance_weight,
+            "schedule": cfg.action_expert.rtc_schedule}

@@ -10,6 +10,7 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
 from torchtitan_vla.data.batch import Batch
+from torchtitan_vla.models.action_expert.rtc import with_prefix
 from torchtitan_vla.models.vla.options import ForwardOptions
 
 from .loss import LOSS_TERMS, LossWeights, global_counts, normalized_loss, per_sample_counts
@@ -50,6 +51,8 @@ def forward_backward(
     """Run ``model`` on each micro-batch (already on the model's device) and, with ``backward``, accumulate
     the gradients of the globally normalised loss. ``loss_scale`` multiplies the backpropagated loss
     (``debug.inject_nonfinite_steps`` passes NaN to exercise the non-finite guard)."""
+    if options.rtc_prefix is not None:
+        microbatches = [with_prefix(batch, options.rtc_prefix) for batch in microbatches]
     sample_counts = [per_sample_counts(batch) for batch in microbatches]
     counts = global_counts(sample_counts, dp_mesh)
     by_source = torch.zeros(2 * len(LOSS_TERMS), num_sources, dtype=torch.float64, device=counts.device)

@@ -20,6 +20,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.models.action_expert.flow import valid_action_mask
+from torchtitan_vla.models.action_expert.rtc import prefix_steps
 from torchtitan_vla.models.vla.options import LossSums
 from torchtitan_vla.processing.chat import IGNORE_INDEX
 from torchtitan_vla.utils.distributed import all_reduce_sum
@@ -41,7 +42,7 @@ class LossWeights:
 
 def per_sample_counts(batch: Batch) -> torch.Tensor:
     """(len(LOSS_TERMS), B) float64 targets of each sample, in ``LOSS_TERMS`` order: labelled web tokens,
-    valid action elements, labelled robot (subtask) tokens, labelled FAST tokens."""
+    valid action elements (outside ``batch.action_prefix``), labelled robot (subtask) tokens, labelled FAST tokens."""
     labelled = batch.labels != IGNORE_INDEX
     fast = torch.zeros_like(labelled) if batch.fast_mask is None else labelled & batch.fast_mask.bool()
     tokens = (labelled & ~fast).sum(dim=1)
@@ -52,7 +53,10 @@ def per_sample_counts(batch: Batch) -> torch.Tensor:
         has_actions = batch.has_actions
         if has_actions is None:
             has_actions = torch.ones(batch.num_samples, dtype=torch.bool, device=batch.actions.device)
-        action = valid_action_mask(batch.action_dim_mask, batch.action_is_pad, has_actions).sum(dim=(1, 2))
+        valid = valid_action_mask(batch.action_dim_mask, batch.action_is_pad, has_actions)
+        if batch.action_prefix is not None:  # training-time RTC's clean prefix: model inputs, not targets
+            valid = valid & ~prefix_steps(batch.action_prefix, valid.shape[1])[:, :, None]
+        action = valid.sum(dim=(1, 2))
     return torch.stack([text, action, subtask, fast.sum(dim=1)]).double()
 
 

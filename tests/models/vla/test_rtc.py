@@ -5,9 +5,11 @@ import torch
 
 from tests.models.vla.helpers import make_batch, tiny_vla
 from torchtitan_vla.models.action_expert.flow import noisy_actions, velocity_target
-from torchtitan_vla.models.action_expert.rtc import RTCInputs, guidance_weight, prefix_weights
+from torchtitan_vla.models.action_expert.rtc import RTCInputs, guidance_weight, prefix_weights, sample_delays
 from torchtitan_vla.models.vla import ForwardOptions
 from torchtitan_vla.models.vla.options import RTCPrefix
+from torchtitan_vla.train.forward_backward import forward_backward
+from torchtitan_vla.train.loss import LOSS_TERMS, LossWeights, per_sample_counts
 
 EXPERTS = [dict(fusion="joint"), dict(fusion="late"), dict(fusion="joint", time_conditioning="adarms"),
            dict(fusion="late", time_conditioning="adarms")]
@@ -113,12 +115,12 @@ def test_training_time_rtc_gives_prefix_steps_no_loss(expert):
     first 3 steps are clean at t = 0; noise on the prefix steps changes nothing."""
     vla = _vla(**expert)
     batch = make_batch(vla, action_dims=(6, 6))
-    options = ForwardOptions(rtc_prefix=RTCPrefix(min_delay=3, max_delay=3))
-    noise, time = torch.randn(2, 8, 6), torch.tensor([0.3, 0.8])
-    sums = vla(batch, noise=noise, time=time, options=options).action
+    plain = vla(batch, noise=(noise := torch.randn(2, 8, 6)), time=(time := torch.tensor([0.3, 0.8]))).action
+    batch.action_prefix = torch.tensor([3, 3])
+    sums = vla(batch, noise=noise, time=time).action
     other_noise = noise.clone()
     other_noise[:, :3] = torch.randn(2, 3, 6) * 10
-    assert torch.equal(vla(batch, noise=other_noise, time=time, options=options).action, sums)
+    assert torch.equal(vla(batch, noise=other_noise, time=time).action, sums)
 
     per_step = torch.where(torch.arange(8) < 3, 0.0, time[:, None])
     x_t = noisy_actions(batch.actions, noise, per_step)
@@ -126,8 +128,31 @@ def test_training_time_rtc_gives_prefix_steps_no_loss(expert):
     velocity = vla.velocity(vla.observe(batch), x_t, per_step)
     expected = (velocity - velocity_target(batch.actions, noise))[:, 3:].square().sum(dim=(1, 2))
     torch.testing.assert_close(sums, expected)
-    plain = vla(batch, noise=noise, time=time).action
     assert (sums < plain).all()  # fewer steps count
+
+
+def test_training_time_rtc_normalises_over_target_steps_only():
+    """Prefix steps are inputs, not targets: they count neither in the loss sum nor in its denominator, so
+    the logged action loss is the mean squared error over the steps after the prefix."""
+    vla = _vla()
+    batch = make_batch(vla, action_dims=(6, 4), steps=(8, 5))  # sample 1: 4 real dims, 3 padded steps
+    batch.action_prefix = torch.tensor([2, 4])
+    assert per_sample_counts(batch)[1].tolist() == [(8 - 2) * 6, (5 - 4) * 4]
+
+    options = ForwardOptions(rtc_prefix=RTCPrefix(min_delay=3, max_delay=3))
+    batch.action_prefix = None
+    torch.manual_seed(0)
+    with torch.no_grad():
+        losses = forward_backward(vla, [batch], weights=LossWeights(), options=options, dp_mesh=None, backward=False)
+    assert batch.action_prefix is None  # the caller's batch is left as it was
+    assert losses.counts[1] == (8 - 3) * 6 + (5 - 3) * 4
+    torch.manual_seed(0)
+    sample_delays(2, 3, 3, "uniform", torch.device("cpu"))  # the draw forward_backward made
+    batch.action_prefix = torch.tensor([3, 3])
+    with torch.no_grad():
+        sums = vla(batch).action
+    mean = LOSS_TERMS.index("action")
+    assert losses.term_losses(losses.sums)["action"] == pytest.approx(float(sums.sum()) / float(losses.counts[mean]))
 
 
 def test_training_time_rtc_draws_delays_in_range():

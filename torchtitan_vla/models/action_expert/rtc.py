@@ -21,14 +21,20 @@ with no guidance (``prefix_conditioning=True`` below).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ...config.model import RTCSchedule as PrefixSchedule
 from ...config.training import DelayDistribution
+from ...data.batch import Batch
+
+if TYPE_CHECKING:
+    from ..vla.options import RTCPrefix
 
 
 def prefix_weights(delay: torch.Tensor, end: torch.Tensor, horizon: int, schedule: PrefixSchedule = "exp") -> torch.Tensor:
@@ -126,7 +132,6 @@ def guided_velocity(velocity_fn: VelocityFn, x_t: torch.Tensor, t: torch.Tensor,
     return velocity.detach() - weight * correction.float()
 
 
-
 def sample_delays(batch_size: int, min_delay: int, max_delay: int, distribution: DelayDistribution,
                   device: torch.device) -> torch.Tensor:
     """Training-time RTC prefix lengths (B,) long in ``[min_delay, max_delay]``.
@@ -146,3 +151,10 @@ def sample_delays(batch_size: int, min_delay: int, max_delay: int, distribution:
 def prefix_steps(delay: torch.Tensor, horizon: int) -> torch.Tensor:
     """(B, H) bool: the first ``delay[b]`` steps of each chunk."""
     return torch.arange(horizon, device=delay.device)[None, :] < delay[:, None]
+
+
+def with_prefix(batch: Batch, rtc: RTCPrefix) -> Batch:
+    """``batch`` with a training-time prefix length drawn per sample (``Batch.action_prefix``): drawn before
+    the forward pass so the loss module counts the same steps as targets that the model leaves out."""
+    delay = sample_delays(batch.num_samples, rtc.min_delay, rtc.max_delay, rtc.distribution, batch.input_ids.device)
+    return dataclasses.replace(batch, action_prefix=delay)

@@ -32,7 +32,7 @@ from ..action_expert.expert import ActionExpertModel
 from ..action_expert.flow import flow_loss_sums, noisy_actions, sample_time, velocity_target
 from ..action_expert.layers import ExpertInputs, JointLayer
 from ..action_expert.masks import expert_prefix, hide_later_fast, suffix_mask
-from ..action_expert.rtc import RTCInputs, guided_velocity, prefix_steps, sample_delays
+from ..action_expert.rtc import RTCInputs, guided_velocity, prefix_steps
 from ..lora import LoRALinear
 from ..qwen3_vl.args import Qwen3VLArgs
 from ..qwen3_vl.kv_cache import KVCache
@@ -212,11 +212,9 @@ class VLA(VLAParts, nn.Module):
         elif tuple(time.shape) != (batch.num_samples,):
             raise ValueError(f"time has shape {tuple(time.shape)}, expected ({batch.num_samples},)")
         valid = targets.valid
-        if options.rtc_prefix is not None:
+        if batch.action_prefix is not None:
             # Training-time RTC: the first d steps enter clean (flow time 0) and carry no loss.
-            rtc = options.rtc_prefix
-            delay = sample_delays(batch.num_samples, rtc.min_delay, rtc.max_delay, rtc.distribution, noise.device)
-            prefix = prefix_steps(delay, self.expert_cfg.action_horizon)
+            prefix = prefix_steps(batch.action_prefix, self.expert_cfg.action_horizon)
             time = torch.where(prefix, 0.0, time[:, None])
             valid = valid & ~prefix[:, :, None]
         x_t = noisy_actions(targets.actions, noise, time)

@@ -42,7 +42,8 @@ class ForwardOptions:
     """Distribution of the flow times drawn when ``forward`` is not given ``time``."""
 
     rtc_prefix: RTCPrefix | None = None
-    """Training-time real-time chunking: a clean action prefix per sample, no loss on it (None: off)."""
+    """Training-time real-time chunking: a clean action prefix per sample, no loss on it (None: off); drawn
+    into ``Batch.action_prefix`` by ``forward_backward`` before the targets are counted."""
 
     flow: bool = True
     """Run the Action Expert on robot samples. False (a stage whose flow loss weight is 0, e.g. pi0-FAST
