@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from conftest import assert_refused, fake_lerobot, run_train
 
-from torchtitan_vla.config import load_stages
+from torchtitan_vla.config import ConfigError, load_stages
 
 
 def refused(job, extra: str = "", cli: tuple[str, ...] = (), **paths) -> str:
@@ -59,13 +61,22 @@ def test_the_base_job_is_accepted(job):
          ["'float8.enable' with parallelism.tensor_parallel_degree > 1 is not supported yet"]),
         (("--fault_tolerance.enable", "--fault_tolerance.replica_id=2", "--fault_tolerance.group_size=2"),
          ["'fault_tolerance.replica_id' = 2 must be below group_size = 2"]),
-        (("--fault_tolerance.enable",), ["'fault_tolerance.enable' is not wired into train.py yet"]),
     ],
 )
 def test_cross_check_refused_on_the_command_line(job, cli, fragments):
     line = refused(job, cli=cli)
     for fragment in fragments:
         assert fragment in line, (fragment, line)
+
+
+def test_fault_tolerance_loads_and_names_the_missing_extra(job, monkeypatch):
+    ft = [("fault_tolerance.enable", "true"), ("fault_tolerance.group_size", "2"), ("fault_tolerance.replica_id", "1")]
+    _, stages = load_stages(job.toml(), ft)
+    assert stages[0].config.fault_tolerance.replica_id == 1
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchft" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"'fault_tolerance.enable' needs torchft, which is not installed: pip install '\.\[ft\]'"):
+        load_stages(job.toml(), ft)
 
 
 def test_evaluation_off_ignores_its_data_folder(job):

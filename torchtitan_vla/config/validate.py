@@ -91,9 +91,8 @@ class _StageCheck:
         if ft.enable:
             if ft.replica_id >= ft.group_size:
                 self.fail("fault_tolerance.replica_id", f"= {ft.replica_id} must be below group_size = {ft.group_size}")
-            # The building block (parallel/fault_tolerance.py: ReplicaGroup) is tested on its own; the
-            # trainer's step loop does not drive it yet, and a silently ignored switch would be worse.
-            self.fail("fault_tolerance.enable", "is not wired into train.py yet (issue 19); see docs/parallelism.md")
+            if importlib.util.find_spec("torchft") is None:
+                self.fail("fault_tolerance.enable", "needs torchft, which is not installed: pip install '.[ft]'")
 
     def name_in(self, key: str, name: str, valid: list[str] | tuple[str, ...], what: str) -> None:
         if name not in valid:

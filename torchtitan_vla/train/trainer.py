@@ -32,6 +32,7 @@ from .checkpoint import CheckpointInfo, CheckpointManager, ModelState, Optimizer
 from .curriculum import StagePlan, check_components_cover, plan_stages, resume_index, seed_stage
 from .ema import EMA
 from .export import export_policy
+from .fault_tolerance import TrainerReplicas
 from .flops import FlopCounter, peak_flops_per_device
 from .forward_backward import StepLosses, forward_backward
 from .loss import LOSS_TERMS, LossWeights, weighted_total
@@ -83,6 +84,7 @@ class Trainer:
         self.world_size = dist_utils.world_size()
         self.parallel_dims = ParallelDims.from_config(cfg.parallelism, device_type=self.device.type)
         self.dp_mesh = self.parallel_dims.dp_mesh
+        self.replicas = TrainerReplicas(cfg.fault_tolerance, self.device.type)
         self.run_folder = Path(cfg.job.dump_folder) / cfg.job.name
         self.run_lock = acquire_on_rank0(self.run_folder, self.rank)  # before anything writes into the folder
         try:
@@ -102,6 +104,7 @@ class Trainer:
         self.components: dict[str, nn.Module] = self.model.components()
         check_components_cover(self.model, self.components)
         spec.parallelize(self.model, self.parallel_dims, cfg)
+        self.replicas.attach(self.model)
         init_on_device(self.model, self.device)
         self.model.train()
 
@@ -142,6 +145,7 @@ class Trainer:
         try:
             self.checkpointer.close()
             self.metrics.close()
+            self.replicas.shutdown()
             self.preemption.restore()
         finally:
             self.run_lock.release()
@@ -221,13 +225,19 @@ class Trainer:
                 f"{plan.end}, trainable {cfg.training.trainable}, mixture {cfg.data.mixture or 'all sources'}"
             )
         job = self.job_config
+        self.replicas.set_step(plan.offset + state.stage_step)
         while state.stage_step < steps:
+            self.replicas.start_step(plan.offset, state)
             state.stage_step += 1
             step = plan.offset + state.stage_step
             if job.debug.sigkill_at_step == step and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
             with maybe_profile(step, job.metrics.profile_steps, self.run_folder / "profile", self.rank):
-                losses, grad_norm, lrs = self._train_step(step)
+                result = self._train_step(step)
+            if result is None:  # dropped by the replica groups' vote: redone with the next quorum
+                state.stage_step -= 1
+                continue
+            losses, grad_norm, lrs = result
             if step % job.metrics.log_freq == 0 or state.stage_step in (1, steps):
                 self._log(step, losses, grad_norm, lrs)
             if cfg.training.validation_freq > 0 and step % cfg.training.validation_freq == 0:
@@ -249,7 +259,8 @@ class Trainer:
         """Everything that lives for one stage, built from the stage's own configuration."""
         self.plan = plan
         self.stage_config = cfg = plan.stage.config
-        seed_stage(self.job_config.job.seed, plan.stage.index, self.parallel_dims.dp_rank)  # same draws in a TP group
+        data_rank, data_world = self.replicas.data_shard(self.parallel_dims.dp_rank, self.parallel_dims.dp_world_size)
+        seed_stage(self.job_config.job.seed, plan.stage.index, data_rank)  # same draws in a TP group
         self.model.set_trainable(cfg.training.trainable)
         self.optimizer = build_optimizer(self.components, cfg.optimizer)
         self.scheduler = StageLRScheduler(self.optimizer, cfg.lr_schedule, plan.stage.steps)
@@ -257,7 +268,7 @@ class Trainer:
         self.accumulation = self._accumulation_steps(cfg)
         self.weights, self.options = loss_weights(cfg), forward_options(cfg)
         dp_rank, dp_world = self.parallel_dims.dp_rank, self.parallel_dims.dp_world_size
-        self.dataloader = self.spec.build_dataloader(cfg, self.tokenizer, dp_rank, dp_world, "train")
+        self.dataloader = self.spec.build_dataloader(cfg, self.tokenizer, data_rank, data_world, "train")
         self.rank_state = RankState(self.dataloader, self.rank)
         self.validator = None
         if cfg.training.validation_freq > 0:
@@ -275,6 +286,7 @@ class Trainer:
         if self.ema is not None:
             states["ema"] = self.ema
         self.checkpointer.track(**states)
+        self.replicas.track(plan.stage.index, states)
 
     def _accumulation_steps(self, cfg: JobConfig) -> int:
         """Micro-batches per optimizer step (the data-parallel size is known only now, not at load)."""
@@ -288,7 +300,7 @@ class Trainer:
             )
         return cfg.training.global_batch_size // (local * dp)
 
-    def _train_step(self, step: int) -> tuple[StepLosses, torch.Tensor, dict[str, float]]:
+    def _train_step(self, step: int) -> tuple[StepLosses, torch.Tensor, dict[str, float]] | None:
         cfg = self.stage_config.training
         t0 = time.perf_counter()
         host_batches = [self.rank_state.next_batch() for _ in range(self.accumulation)]
@@ -300,10 +312,14 @@ class Trainer:
             options=self.options, dp_mesh=self.dp_mesh, num_sources=len(self.dataloader.source_names),
             loss_scale=float("nan") if poisoned else 1.0,
         )
+        self.replicas.after_backward()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = clip_grad_norm_(trainable, cfg.max_norm)
         finite = bool(torch.isfinite(grad_norm))  # global: every rank takes the same branch
         state = self.train_state
+        if not self.replicas.should_commit():
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         if finite:
             self.optimizer.step()
             if self.ema is not None:
