@@ -12,7 +12,7 @@ steps, as the public datasets do.
 
 Each episode runs the scripted controller from one standard init state; only successful episodes are kept.
 Finished episodes (successful or not) are staged under ``DIR/.generate/``, so a rerun skips them and only
-rewrites the dataset; ``meta/libero_episodes.jsonl`` names each episode's suite, task and init state so the
+rewrites the dataset; ``tokenizer.json`` is a debug-flavor tokenizer for CPU runs; ``meta/libero_episodes.jsonl`` names each episode's suite, task and init state so the
 replay check (``replay_dataset``) can run it open-loop from the same state in a fresh environment.
 """
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from torchtitan_vla.data.write_lerobot import write_lerobot_dataset
+from torchtitan_vla.processing.tokenizer import build_debug_tokenizer
 
 from .env import (
     DATASET_FPS,
@@ -35,8 +36,11 @@ from .env import (
     NOOP_ACTION,
     NUM_WAIT_STEPS,
     LiberoEnv,
+    base_suite,
     policy_message,
+    suite_names,
     task_count,
+    task_language,
 )
 from .scripted import PRIVILEGED_KEY, ScriptedPolicy
 
@@ -59,6 +63,7 @@ LAYOUTS = {
                       "action", images_as_video=True),
 }
 EPISODES_FILE = "meta/libero_episodes.jsonl"
+DEBUG_TOKENIZER = "tokenizer.json"
 STAGING = ".generate"
 
 
@@ -185,6 +190,11 @@ def write_dataset(out: str, layout: str, suite: str, jobs: list[tuple[int, int]]
     )
     with open(os.path.join(out, EPISODES_FILE), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
+    # The tiny debug flavor has no pretrained tokenizer: one that knows the words of every prompt of the suite
+    # (its perturbed variants too), so held-out tasks and the diagnostics' prompts tokenize as well.
+    prompts = [task_language(name, t) for name in suite_names(include_perturbed=True)
+               if base_suite(name) == base_suite(suite) for t in range(task_count(name))]
+    build_debug_tokenizer(os.path.join(out, DEBUG_TOKENIZER), extra_words=sorted({w for p in prompts for w in p.split()}))
     return {"attempted": len(jobs), "kept": len(episodes),
             "per_task": {str(t): f"{k}/{n}" for t, (k, n) in sorted(per_task.items())}}
 
