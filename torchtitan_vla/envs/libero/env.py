@@ -140,7 +140,7 @@ class LiberoObservation:
     state: np.ndarray  # float32[8]
     # Object and region positions (``<name>_pos``, ``<name>_quat`` and the height of the top, ``<name>_top``,
     # for objects) and the end effector
-    # (``eef_pos``, ``eef_quat``) and ``goal`` (the BDDL goal predicate, e.g. ["in", "alphabet_soup_1",
+    # (``eef_pos``, ``eef_quat``, ``gripper_qvel``) and ``goal`` (the BDDL goal predicate, e.g. ["in", "alphabet_soup_1",
     # "basket_1_contain_region"]; empty for goals of several predicates), for the scripted controller; a learned
     # policy never sees them.
     privileged: dict[str, np.ndarray] = field(default_factory=dict)
@@ -213,7 +213,8 @@ class LiberoEnv:
     def _observation(self, obs: dict, render: bool) -> LiberoObservation:
         image, wrist = self.render() if render else (None, None)
         state = state_of(obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"])
-        privileged = {"eef_pos": np.asarray(obs["robot0_eef_pos"]), "eef_quat": np.asarray(obs["robot0_eef_quat"])}
+        privileged = {"eef_pos": np.asarray(obs["robot0_eef_pos"]), "eef_quat": np.asarray(obs["robot0_eef_quat"]),
+                      "gripper_qvel": np.asarray(obs["robot0_gripper_qvel"])}
         for key, value in obs.items():
             if (key.endswith("_pos") or key.endswith("_quat")) and not key.startswith("robot0") and "_to_" not in key:
                 privileged[key] = np.asarray(value)

@@ -3,6 +3,7 @@
     python -m torchtitan_vla.envs.libero.generate --out DIR [--layout openpi|lerobot] [--suite libero_object]
         [--tasks 0-9] [--init-states 0-39] [--image-size 256] [--replay-check]
     python -m torchtitan_vla.envs.libero.generate --replay DIR      # replay check of an existing dataset
+    python -m torchtitan_vla.envs.libero.generate --success-only --init-states 40-49   # the controller's success
 
 Layouts: ``openpi`` is ``physical-intelligence/libero`` (LeRobot v2.0; ``image`` and ``wrist_image`` as PNG
 ``image`` features, ``state`` float32[8], ``actions`` float32[7]); ``lerobot`` is ``HuggingFaceVLA/libero``
@@ -199,6 +200,24 @@ def write_dataset(out: str, layout: str, suite: str, jobs: list[tuple[int, int]]
             "per_task": {str(t): f"{k}/{n}" for t, (k, n) in sorted(per_task.items())}}
 
 
+def scripted_success(suite: str = "libero_object", tasks: str = "all", init_states: str = "40-49", seed: int = 0,
+                     progress: bool = True) -> dict:
+    """The scripted controller's success per task (physics only, nothing written): {task_id: successes/tried}."""
+    from tqdm import tqdm
+
+    policy = ScriptedPolicy(horizon=1)
+    inits = parse_range(init_states, 50, "init state")
+    result = {}
+    for task_id in tqdm(parse_range(tasks, task_count(suite), f"{suite} task id"), desc="scripted", unit="task",
+                        disable=not progress):
+        env = LiberoEnv(suite, task_id, image_size=DEFAULT_IMAGE_SIZE, seed=seed)
+        wins = sum(scripted_actions(env, i, policy) is not None for i in inits)
+        env.close()
+        result[str(task_id)] = {"task": env.language, "success": wins, "episodes": len(inits)}
+        logger.info("task %d (%s): %d/%d", task_id, env.language, wins, len(inits))
+    return result
+
+
 def replay_dataset(folder: str, progress: bool = True) -> dict:
     """Replay every episode of a generated dataset open-loop, from its init state in a fresh environment,
     with the actions read back through the project's LeRobot reader. Returns {"episodes", "succeeded", "failed"}."""
@@ -233,11 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay-check", action="store_true", help="after writing, replay every episode")
     parser.add_argument("--replay", metavar="DIR", help="only replay-check an existing generated dataset")
+    parser.add_argument("--success-only", action="store_true",
+                        help="only measure the scripted controller's success on --tasks x --init-states (no files)")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.replay:
             report = {"replay": replay_dataset(args.replay)}
+        elif args.success_only:
+            report = {"suite": args.suite, "init_states": args.init_states, "seed": args.seed,
+                      "scripted_success": scripted_success(args.suite, args.tasks, args.init_states, args.seed)}
         else:
             if not args.out:
                 parser.error("--out is required (or --replay DIR)")
@@ -249,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
     replay = report.get("replay")
     return 1 if replay and replay["failed"] else 0
 
