@@ -130,8 +130,9 @@ def _staged(folder: str, suite: str, task_id: int, init_state: int) -> str:
 
 def generate(out: str, layout: str = "openpi", suite: str = "libero_object", tasks: str = "all",
              init_states: str = "0-39", image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
-             progress: bool = True) -> dict:
-    """Generate, stage and write the dataset; returns {"attempted", "kept", "per_task": {task_id: kept/tried}}."""
+             progress: bool = True, simulate: bool = True) -> dict:
+    """Generate, stage and write the dataset; returns {"attempted", "kept", "per_task": {task_id: kept/tried}}.
+    ``simulate=False`` writes the episodes staged so far and runs none (to train on a run still in progress)."""
     from tqdm import tqdm
 
     if layout not in LAYOUTS:
@@ -140,6 +141,8 @@ def generate(out: str, layout: str = "openpi", suite: str = "libero_object", tas
     # Init state by init state across the tasks, so that a run stopped early has episodes of every task.
     jobs = [(t, i) for i in parse_range(init_states, 50, "init state") for t in task_ids]
     os.makedirs(os.path.join(out, STAGING), exist_ok=True)
+    if not simulate:
+        return write_dataset(out, layout, suite, [job for job in jobs if os.path.exists(_staged(out, suite, *job) + ".json")])
     policy = ScriptedPolicy(horizon=1)
     bar = tqdm(jobs, desc=f"{suite} demos", unit="ep", disable=not progress)
     env = None
@@ -251,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay-check", action="store_true", help="after writing, replay every episode")
+    parser.add_argument("--write-only", action="store_true",
+                        help="write the episodes finished so far without running more (another run may still go on)")
     parser.add_argument("--replay", metavar="DIR", help="only replay-check an existing generated dataset")
     parser.add_argument("--success-only", action="store_true",
                         help="only measure the scripted controller's success on --tasks x --init-states (no files)")
@@ -267,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.out:
                 parser.error("--out is required (or --replay DIR)")
             report = generate(args.out, args.layout, args.suite, args.tasks, args.init_states, args.image_size,
-                              args.seed)
+                              args.seed, simulate=not args.write_only)
             if args.replay_check:
                 report["replay"] = replay_dataset(args.out)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
