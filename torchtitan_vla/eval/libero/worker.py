@@ -12,7 +12,9 @@ Messages to the main process: ``("request", worker, message, rtc)``, ``("done", 
 from __future__ import annotations
 
 import importlib
+import multiprocessing as mp
 import os
+import queue
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ import numpy as np
 
 from .episode import ChunkFn, EpisodeResult, EpisodeSettings, EpisodeSpec, Rtc, run_episode
 
+PARENT_CHECK_SECONDS = 2.0
 VIDEO_FPS = 20  # LIBERO's control rate: one frame per control step plays in real time
 
 LocalPolicy = Callable[[EpisodeSpec, Any], ChunkFn]
@@ -61,6 +64,17 @@ def save_video(folder: str, spec: EpisodeSpec, result: EpisodeResult) -> str:
     return path
 
 
+def _get(source):
+    """The next item of a queue; exits the process once the main process is gone (killed: nobody would
+    ever answer, and an orphaned simulator would run on)."""
+    while True:
+        try:
+            return source.get(timeout=PARENT_CHECK_SECONDS)
+        except queue.Empty:
+            if not mp.parent_process().is_alive():
+                os._exit(1)
+
+
 def worker_main(worker: int, config: WorkerConfig, jobs, to_main, replies) -> None:
     """Process entry point: run episodes until the ``None`` job."""
     env_module = importlib.import_module(config.env_module)
@@ -68,10 +82,10 @@ def worker_main(worker: int, config: WorkerConfig, jobs, to_main, replies) -> No
 
     def remote(message: dict, rtc: Rtc) -> np.ndarray:
         to_main.put(("request", worker, message, rtc))
-        return replies.get()
+        return _get(replies)
 
     try:
-        while (spec := jobs.get()) is not None:
+        while (spec := _get(jobs)) is not None:
             if env_key != (spec.suite, spec.task_id):
                 if env is not None:
                     env.close()
