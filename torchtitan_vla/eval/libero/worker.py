@@ -15,6 +15,7 @@ import importlib
 import multiprocessing as mp
 import os
 import queue
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ def episode_record(spec: EpisodeSpec, result: EpisodeResult, video: str | None) 
     record = asdict(spec)
     del record["video"]
     record.update(success=result.success, steps=result.steps, policy_calls=result.policy_calls,
-                  seconds=round(result.seconds, 3), video=video)
+                  seconds=round(result.seconds, 3), finished_at=round(time.time(), 3), video=video)
     return record
 
 
