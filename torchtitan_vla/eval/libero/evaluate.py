@@ -126,9 +126,10 @@ def run(options: Options, open_policy: Callable[[], PolicySource]) -> dict[str, 
 
     try:
         run_episodes(todo, config, options.workers, source.batch_policy, on_done, options.batch_wait_ms / 1000)
-    except Exception as err:  # one line: what stopped it, and that nothing finished is lost
-        code = 2 if getattr(err, "bad_input", False) else 1
-        raise EvaluationStopped(f"{err}; the {len(log.records)} finished episodes are kept in {log.path}", code) from err
+    except (Exception, KeyboardInterrupt) as err:  # one line: what stopped it, and that nothing finished is lost
+        code = 130 if isinstance(err, KeyboardInterrupt) else 2 if getattr(err, "bad_input", False) else 1
+        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+        raise EvaluationStopped(f"{reason}; the {len(log.records)} finished episodes are kept in {log.path}", code) from err
     finally:
         bar.close()
         planned = {spec.key for spec in specs}
