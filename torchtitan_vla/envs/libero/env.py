@@ -39,6 +39,8 @@ NOOP_ACTION = np.array([0.0] * 6 + [-1.0], dtype=np.float32)
 CONTROL_HZ = 20
 DATASET_FPS = 10
 DEFAULT_IMAGE_SIZE = 256
+IMAGE_KEY, WRIST_IMAGE_KEY, STATE_KEY, PROMPT_KEY = (
+    "observation/image", "observation/wrist_image", "observation/state", "prompt")
 AGENTVIEW_CAMERA = "agentview"
 WRIST_CAMERA = "robot0_eye_in_hand"
 # The LIBERO-PRO perturbations whose BDDL files and init states the package ships (its `libero-pro audit`
@@ -136,8 +138,11 @@ class LiberoObservation:
     image: np.ndarray | None  # (S, S, 3) uint8 agentview, rotated as the datasets store it; None if not rendered
     wrist_image: np.ndarray | None
     state: np.ndarray  # float32[8]
-    # Object and region positions (``<name>_pos``, ``<name>_quat`` for objects) and the end effector
-    # (``eef_pos``, ``eef_quat``), for the scripted controller; a learned policy never sees them.
+    # Object and region positions (``<name>_pos``, ``<name>_quat`` and the height of the top, ``<name>_top``,
+    # for objects) and the end effector
+    # (``eef_pos``, ``eef_quat``) and ``goal`` (the BDDL goal predicate, e.g. ["in", "alphabet_soup_1",
+    # "basket_1_contain_region"]; empty for goals of several predicates), for the scripted controller; a learned
+    # policy never sees them.
     privileged: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -196,6 +201,15 @@ class LiberoEnv:
         # robosuite renders in OpenGL order (bottom row first); the datasets flip both axes.
         return tuple(np.ascontiguousarray(img[::-1, ::-1]) for img in images)
 
+    def _object_geoms(self) -> dict[str, np.ndarray]:
+        """Each object's geoms (its body subtree); a hard reset rebuilds the model, so looked up per model."""
+        model = self._env.sim.model
+        if getattr(self, "_geoms_model", None) is not model:
+            roots = model.body_rootid[model.geom_bodyid]
+            self._geoms = {name: np.flatnonzero(roots == body) for name, body in self._env.env.obj_body_id.items()}
+            self._geoms_model = model
+        return self._geoms
+
     def _observation(self, obs: dict, render: bool) -> LiberoObservation:
         image, wrist = self.render() if render else (None, None)
         state = state_of(obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"])
@@ -204,9 +218,33 @@ class LiberoEnv:
             if (key.endswith("_pos") or key.endswith("_quat")) and not key.startswith("robot0") and "_to_" not in key:
                 privileged[key] = np.asarray(value)
         sim = self._env.sim
+        for name, geoms in self._object_geoms().items():
+            privileged[f"{name}_top"] = np.array([_geoms_top(sim, geoms)])
         for name, site in self._env.env.object_sites_dict.items():
             privileged.setdefault(f"{name}_pos", np.array(sim.data.site_xpos[sim.model.site_name2id(site.name)]))
+        privileged["goal"] = np.array(self.goal[0] if len(self.goal) == 1 else [])
         return LiberoObservation(image=image, wrist_image=wrist, state=state, privileged=privileged)
 
     def close(self) -> None:
         self._env.close()
+
+
+def _geoms_top(sim, geoms: np.ndarray) -> float:
+    """Height of the highest point of the geoms' bounding boxes in the world frame."""
+    if not len(geoms):
+        return float("nan")
+    aabb = sim.model.geom_aabb[geoms]  # per geom: centre (3) and half sizes (3) in the geom's frame
+    rot = sim.data.geom_xmat[geoms].reshape(-1, 3, 3)
+    centre_z = sim.data.geom_xpos[geoms, 2] + np.einsum("gj,gj->g", rot[:, 2], aabb[:, :3])
+    extent_z = np.einsum("gj,gj->g", np.abs(rot[:, 2]), aabb[:, 3:])
+    return float(np.max(centre_z + extent_z))
+
+
+def policy_message(observation: LiberoObservation, prompt: str) -> dict:
+    """The request a policy gets, with openpi's LIBERO keys (what ``serve`` and ``openpi_client`` exchange)."""
+    return {
+        IMAGE_KEY: observation.image,
+        WRIST_IMAGE_KEY: observation.wrist_image,
+        STATE_KEY: observation.state,
+        PROMPT_KEY: prompt,
+    }
