@@ -65,15 +65,31 @@ def save_video(folder: str, spec: EpisodeSpec, result: EpisodeResult) -> str:
     return path
 
 
+def _exit_if_orphaned() -> None:
+    """A worker whose main process is gone (killed: nobody would ever read its results) exits at once
+    rather than simulating on."""
+    if not mp.parent_process().is_alive():
+        os._exit(1)
+
+
 def _get(source):
-    """The next item of a queue; exits the process once the main process is gone (killed: nobody would
-    ever answer, and an orphaned simulator would run on)."""
+    """The next item of a queue, checking for the main process while waiting."""
     while True:
+        _exit_if_orphaned()
         try:
             return source.get(timeout=PARENT_CHECK_SECONDS)
         except queue.Empty:
-            if not mp.parent_process().is_alive():
-                os._exit(1)
+            pass
+
+
+def _checked(policy: ChunkFn) -> ChunkFn:
+    """A local policy that checks for the main process at each request (no queue wait would notice)."""
+
+    def call(message: dict, rtc: Rtc) -> np.ndarray:
+        _exit_if_orphaned()
+        return policy(message, rtc)
+
+    return call
 
 
 def worker_main(worker: int, config: WorkerConfig, jobs, to_main, replies) -> None:
@@ -96,7 +112,7 @@ def worker_main(worker: int, config: WorkerConfig, jobs, to_main, replies) -> No
                 to_main.put(("error", worker, f"init state {spec.init_state} is not in {spec.suite} task {spec.task_id} "
                                               f"({env.num_init_states()} init states)", True))
                 return
-            policy = config.local_policy(spec, env) if config.local_policy else remote
+            policy = _checked(config.local_policy(spec, env)) if config.local_policy else remote
             result = run_episode(env, spec, config.settings, policy)
             video = save_video(config.video_dir, spec, result) if spec.video else None
             to_main.put(("done", worker, episode_record(spec, result, video)))
