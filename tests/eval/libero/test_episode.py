@@ -93,3 +93,11 @@ def test_rtc_execution_sends_the_running_chunk():
     assert policy.rtc[0] is None
     prev, delay = policy.rtc[1]
     assert delay == 2 and prev.shape[1] == 7
+
+
+def test_policy_that_reads_no_images_costs_no_render():
+    env = fake_env.LiberoEnv("fake_object", 0)
+    fake_env.LiberoEnv.renders = 0
+    policy = Recorder()
+    result = run_episode(env, spec(), EpisodeSettings(10, 5, images=False), policy)
+    assert result.success and fake_env.LiberoEnv.renders == 0 and policy.messages[0][IMAGE_KEY] is None

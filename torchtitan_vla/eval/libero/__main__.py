@@ -86,11 +86,11 @@ def _policy_opener(args: argparse.Namespace):
 
             return PolicySource({"policy": {"kind": "scripted"}, "checkpoint_hash": source_hash(scripted)},
                                 local_policy=policies.ScriptedController(SCRIPTED_HORIZON),
-                                privileged_key=scripted.PRIVILEGED_KEY)
+                                privileged_key=scripted.PRIVILEGED_KEY, reads_images=False)
         if args.random_actions:
             return PolicySource({"policy": {"kind": "random_actions", "horizon": SCRIPTED_HORIZON},
                                  "checkpoint_hash": "none: uniform random actions"},
-                                local_policy=policies.RandomActions(SCRIPTED_HORIZON))
+                                local_policy=policies.RandomActions(SCRIPTED_HORIZON), reads_images=False)
         if args.server:
             server = policies.ServerPolicy(args.server, args.workers, args.replan_steps, args.api_key)
             return PolicySource({"policy": {"kind": "server", "address": args.server, "metadata": server.metadata},

@@ -83,6 +83,8 @@ class EpisodeSettings:
     """Render both cameras at every step (the cost the replan-only rendering avoids; for benchmarks)."""
     privileged_key: str | None = None
     """Send the simulator's privileged poses under this key (the scripted controller); None: never."""
+    images: bool = True
+    """Render for the policy; False for a policy that reads no images (scripted, random: no render cost)."""
 
     def schedule(self, seed: int) -> DelaySchedule:
         return DelaySchedule(self.execution, self.delay, self.max_delay, seed)
@@ -114,7 +116,7 @@ def run_episode(env, spec: EpisodeSpec, settings: EpisodeSettings, policy: Chunk
 
     def request(prev: np.ndarray | None, delay: int) -> np.ndarray:
         nonlocal calls
-        if obs.image is None:  # the steps since the last request ran physics only
+        if obs.image is None and settings.images:  # the steps since the last request ran physics only
             obs.image, obs.wrist_image = env.render()
         message = {IMAGE_KEY: obs.image, WRIST_IMAGE_KEY: obs.wrist_image, STATE_KEY: obs.state, PROMPT_KEY: spec.prompt}
         if settings.privileged_key:

@@ -69,6 +69,8 @@ class PolicySource:
     """The key the scripted controller reads the simulator's poses from (nothing else gets them)."""
     packages: tuple[str, ...] = field(default_factory=tuple)
     """Packages whose versions the result records besides the simulator's (torch for a model)."""
+    reads_images: bool = True
+    """False: the policy ignores images (scripted, random), so nothing is rendered for it."""
 
 
 class EvaluationStopped(RuntimeError):
@@ -98,7 +100,8 @@ def run(options: Options, open_policy: Callable[[], PolicySource]) -> dict[str, 
     DelaySchedule(options.execution, options.delay, options.max_delay).draw(options.replan_steps)  # named now
     source = open_policy()
     settings = EpisodeSettings(env_module.NUM_WAIT_STEPS, options.replan_steps, options.execution, options.delay,
-                               options.max_delay, options.render_every_step, source.privileged_key)
+                               options.max_delay, options.render_every_step, source.privileged_key,
+                               source.reads_images)
     provenance = {
         **source.provenance,
         "suites": suites, "tasks": options.tasks, "trials_per_task": len(init_states), "init_states": init_states,
@@ -106,7 +109,7 @@ def run(options: Options, open_policy: Callable[[], PolicySource]) -> dict[str, 
         "num_wait_steps": settings.num_wait_steps, "replan_steps": options.replan_steps,
         "image_size": options.image_size, "diagnostics": list(options.diagnostics),
         "delay": {"execution": options.execution, "delay": options.delay, "max_delay": options.max_delay},
-        "render": "every_step" if options.render_every_step else "replan_steps",
+        "render": "every_step" if options.render_every_step else "replan_steps" if source.reads_images else "none",
         "workers": options.workers, "versions": versions(env_module, source.packages),
     }
     folder = Path(options.output or default_output(options, provenance))
