@@ -1,13 +1,13 @@
 """The harness on the real LIBERO simulator (the ``libero`` extra); skipped where it is not installed."""
 
-import importlib.util
 import json
 import re
 
 import pytest
 
-if importlib.util.find_spec("libero") is None or importlib.util.find_spec("robosuite") is None:
-    pytest.skip("LIBERO is not installed: pip install -e '.[libero]'", allow_module_level=True)
+from tests.envs.libero.helpers import require_libero
+
+require_libero()
 
 from torchtitan_vla.eval.libero.__main__ import main  # noqa: E402
 from torchtitan_vla.tools.debug_policy import export_debug_policy  # noqa: E402
