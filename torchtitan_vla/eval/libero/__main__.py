@@ -113,7 +113,10 @@ def _delegate(argv: list[str]) -> int | None:
     if argv and argv[0] in ("generate", "replay"):
         from torchtitan_vla.envs.libero import generate
 
-        return generate.main(argv[1:] if argv[0] == "generate" else ["--replay", *argv[1:]])
+        rest = argv[1:]
+        if argv[0] == "replay" and rest and not rest[0].startswith("-"):
+            rest = ["--replay", *rest]  # replay DIR: generate's --replay DIR (--help: generate's help)
+        return generate.main(rest)
     return None
 
 
