@@ -140,7 +140,7 @@ class LiberoObservation:
     state: np.ndarray  # float32[8]
     # Object and region positions (``<name>_pos``, ``<name>_quat`` and the height of the top, ``<name>_top``,
     # for objects) and the end effector
-    # (``eef_pos``, ``eef_quat``) and ``goal`` (the BDDL goal predicate, e.g. ["in", "alphabet_soup_1",
+    # (``eef_pos``, ``eef_quat``, ``gripper_qvel``) and ``goal`` (the BDDL goal predicate, e.g. ["in", "alphabet_soup_1",
     # "basket_1_contain_region"]; empty for goals of several predicates), for the scripted controller; a learned
     # policy never sees them.
     privileged: dict[str, np.ndarray] = field(default_factory=dict)
@@ -166,6 +166,7 @@ class LiberoEnv:
         self._env.seed(seed)
         # The BDDL goal, e.g. [["in", "alphabet_soup_1", "basket_1_contain_region"]], for the scripted controller.
         self.goal: list[list[str]] = self._env.env.parsed_problem["goal_state"]
+        self._geoms_model, self._geoms = None, {}
 
     def num_init_states(self) -> int:
         return len(self._init_states)
@@ -189,10 +190,6 @@ class LiberoEnv:
         obs, _, done, _ = self._env.step(action)
         return self._observation(obs, render), bool(done)
 
-    def sim_state(self) -> np.ndarray:
-        """The flattened MuJoCo state (what an init state is), for recording and replay."""
-        return self._env.get_sim_state()
-
     def render(self) -> tuple[np.ndarray, np.ndarray]:
         """(agentview, wrist) at ``image_size``, rotated 180 degrees as the datasets store them."""
         sim = self._env.sim
@@ -204,7 +201,7 @@ class LiberoEnv:
     def _object_geoms(self) -> dict[str, np.ndarray]:
         """Each object's geoms (its body subtree); a hard reset rebuilds the model, so looked up per model."""
         model = self._env.sim.model
-        if getattr(self, "_geoms_model", None) is not model:
+        if self._geoms_model is not model:
             roots = model.body_rootid[model.geom_bodyid]
             self._geoms = {name: np.flatnonzero(roots == body) for name, body in self._env.env.obj_body_id.items()}
             self._geoms_model = model
@@ -213,7 +210,8 @@ class LiberoEnv:
     def _observation(self, obs: dict, render: bool) -> LiberoObservation:
         image, wrist = self.render() if render else (None, None)
         state = state_of(obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"])
-        privileged = {"eef_pos": np.asarray(obs["robot0_eef_pos"]), "eef_quat": np.asarray(obs["robot0_eef_quat"])}
+        privileged = {"eef_pos": np.asarray(obs["robot0_eef_pos"]), "eef_quat": np.asarray(obs["robot0_eef_quat"]),
+                      "gripper_qvel": np.asarray(obs["robot0_gripper_qvel"])}
         for key, value in obs.items():
             if (key.endswith("_pos") or key.endswith("_quat")) and not key.startswith("robot0") and "_to_" not in key:
                 privileged[key] = np.asarray(value)

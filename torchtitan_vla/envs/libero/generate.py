@@ -3,6 +3,7 @@
     python -m torchtitan_vla.envs.libero.generate --out DIR [--layout openpi|lerobot] [--suite libero_object]
         [--tasks 0-9] [--init-states 0-39] [--image-size 256] [--replay-check]
     python -m torchtitan_vla.envs.libero.generate --replay DIR      # replay check of an existing dataset
+    python -m torchtitan_vla.envs.libero.generate --success-only --init-states 40-49   # the controller's success
 
 Layouts: ``openpi`` is ``physical-intelligence/libero`` (LeRobot v2.0; ``image`` and ``wrist_image`` as PNG
 ``image`` features, ``state`` float32[8], ``actions`` float32[7]); ``lerobot`` is ``HuggingFaceVLA/libero``
@@ -129,8 +130,9 @@ def _staged(folder: str, suite: str, task_id: int, init_state: int) -> str:
 
 def generate(out: str, layout: str = "openpi", suite: str = "libero_object", tasks: str = "all",
              init_states: str = "0-39", image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
-             progress: bool = True) -> dict:
-    """Generate, stage and write the dataset; returns {"attempted", "kept", "per_task": {task_id: kept/tried}}."""
+             progress: bool = True, simulate: bool = True) -> dict:
+    """Generate, stage and write the dataset; returns {"attempted", "kept", "per_task": {task_id: kept/tried}}.
+    ``simulate=False`` writes the episodes staged so far and runs none (to train on a run still in progress)."""
     from tqdm import tqdm
 
     if layout not in LAYOUTS:
@@ -139,6 +141,8 @@ def generate(out: str, layout: str = "openpi", suite: str = "libero_object", tas
     # Init state by init state across the tasks, so that a run stopped early has episodes of every task.
     jobs = [(t, i) for i in parse_range(init_states, 50, "init state") for t in task_ids]
     os.makedirs(os.path.join(out, STAGING), exist_ok=True)
+    if not simulate:
+        return write_dataset(out, layout, suite, [job for job in jobs if os.path.exists(_staged(out, suite, *job) + ".json")])
     policy = ScriptedPolicy(horizon=1)
     bar = tqdm(jobs, desc=f"{suite} demos", unit="ep", disable=not progress)
     env = None
@@ -199,6 +203,24 @@ def write_dataset(out: str, layout: str, suite: str, jobs: list[tuple[int, int]]
             "per_task": {str(t): f"{k}/{n}" for t, (k, n) in sorted(per_task.items())}}
 
 
+def scripted_success(suite: str = "libero_object", tasks: str = "all", init_states: str = "40-49", seed: int = 0,
+                     progress: bool = True) -> dict:
+    """The scripted controller's success per task (physics only, nothing written): {task_id: successes/tried}."""
+    from tqdm import tqdm
+
+    policy = ScriptedPolicy(horizon=1)
+    inits = parse_range(init_states, 50, "init state")
+    result = {}
+    for task_id in tqdm(parse_range(tasks, task_count(suite), f"{suite} task id"), desc="scripted", unit="task",
+                        disable=not progress):
+        env = LiberoEnv(suite, task_id, image_size=DEFAULT_IMAGE_SIZE, seed=seed)
+        wins = sum(scripted_actions(env, i, policy) is not None for i in inits)
+        env.close()
+        result[str(task_id)] = {"task": env.language, "success": wins, "episodes": len(inits)}
+        logger.info("task %d (%s): %d/%d", task_id, env.language, wins, len(inits))
+    return result
+
+
 def replay_dataset(folder: str, progress: bool = True) -> dict:
     """Replay every episode of a generated dataset open-loop, from its init state in a fresh environment,
     with the actions read back through the project's LeRobot reader. Returns {"episodes", "succeeded", "failed"}."""
@@ -232,23 +254,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay-check", action="store_true", help="after writing, replay every episode")
+    parser.add_argument("--write-only", action="store_true",
+                        help="write the episodes finished so far without running more (another run may still go on)")
     parser.add_argument("--replay", metavar="DIR", help="only replay-check an existing generated dataset")
+    parser.add_argument("--success-only", action="store_true",
+                        help="only measure the scripted controller's success on --tasks x --init-states (no files)")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.replay:
             report = {"replay": replay_dataset(args.replay)}
+        elif args.success_only:
+            report = {"suite": args.suite, "init_states": args.init_states, "seed": args.seed,
+                      "scripted_success": scripted_success(args.suite, args.tasks, args.init_states, args.seed)}
         else:
             if not args.out:
                 parser.error("--out is required (or --replay DIR)")
             report = generate(args.out, args.layout, args.suite, args.tasks, args.init_states, args.image_size,
-                              args.seed)
+                              args.seed, simulate=not args.write_only)
             if args.replay_check:
                 report["replay"] = replay_dataset(args.out)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
     replay = report.get("replay")
     return 1 if replay and replay["failed"] else 0
 

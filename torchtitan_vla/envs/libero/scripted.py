@@ -30,6 +30,7 @@ ALIGNED = 0.007  # xy distance within which the hand descends onto the object
 STICTION = 0.1
 FINGER_OPEN = 0.037  # per-finger opening (max ~0.04) above which the gripper counts as open
 FINGER_EMPTY = 0.004  # per-finger opening below which the fingers closed on nothing
+FINGERS_SETTLED = 0.01  # finger speed (m/s) below which a closing grip has stopped: lift only then
 HELD_XY = 0.02  # object within this xy distance of the finger tips (and below the top) counts as held
 OPEN, CLOSE = -1.0, 1.0
 # The hand points straight down (robosuite quaternion x, y, z, w): a rotation by pi about x.
@@ -63,9 +64,12 @@ def scripted_action(privileged: dict, gripper_qpos: np.ndarray) -> np.ndarray:
     near_obj_xy = np.linalg.norm(hand[:2] - obj[:2]) < NEAR
     held = (FINGER_EMPTY < opening < FINGER_OPEN and np.linalg.norm(hand[:2] - obj[:2]) < HELD_XY
             and obj[2] - 0.03 < hand[2] < top + 0.01)
+    settled = np.abs(privileged["gripper_qvel"]).max() < FINGERS_SETTLED
     above_target = np.linalg.norm(obj[:2] - target[:2]) < NEAR * 2
 
-    if held and above_target and hand[2] < target[2] + RELEASE:
+    if held and not settled and not above_target:
+        goal, grip = hand, CLOSE  # the fingers are still closing on the object
+    elif held and above_target and hand[2] < target[2] + RELEASE:
         goal, grip = hand, OPEN
     elif held and above_target:
         goal, grip = np.array([target[0], target[1], target[2] + RELEASE * 0.9]), CLOSE
