@@ -45,7 +45,7 @@ def test_content_hash_follows_the_bytes(export, tmp_path):
     (dict(state_dim=6), "has state_dim 6; LIBERO's state is 8-D"),
     (dict(horizon=4), "predicts 4 actions per chunk; --replan-steps 5 needs at least that many"),
 ])
-def test_mismatched_export_is_named_before_it_loads(tmp_path, widths, message):
+def test_mismatched_export_is_named_before_any_simulator_starts(tmp_path, widths, message):
     args = {"action_dim": 7, "state_dim": 8, "horizon": 8, **widths}
     folder = export_debug_policy(tmp_path, CAMERAS, args["state_dim"], args["action_dim"], horizon=args["horizon"])
     with pytest.raises(PolicyMismatch, match=f"^checkpoint {folder} {message}"):

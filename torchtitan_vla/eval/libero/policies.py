@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,15 +56,13 @@ class ExportPolicy:
     """An exported policy (``serve.Policy.from_export``) answering a batch of observations in one call."""
 
     def __init__(self, folder: str, replan_steps: int, device: str = "cpu"):
-        config_path = Path(folder) / "config.json"
-        if config_path.is_file():  # the widths, read before the model loads (Policy.from_export names a missing file)
-            raw = json.loads(config_path.read_text())
-            check_widths(f"checkpoint {folder}", raw.get("action_dim"), raw.get("state_dim"),
-                         raw.get("action_expert", {}).get("action_horizon"), replan_steps,
-                         len(raw.get("camera_keys") or []))
         from torchtitan_vla.serve.policy import Policy
 
+        # The widths come from the loaded policy (its loader reads and checks the export's config); the
+        # evaluation builds this before any simulator process starts.
         self.policy = Policy.from_export(folder, device=device)
+        check_widths(f"checkpoint {folder}", self.policy.action_dim, self.policy.state_dim, self.policy.horizon,
+                     replan_steps, len(self.policy.camera_keys))
 
     def infer_batch(self, requests: list[tuple[dict, Rtc]]) -> list[np.ndarray]:
         answers = self.policy.infer_batch([_with_rtc(message, rtc) for message, rtc in requests])
