@@ -26,6 +26,8 @@ class FastChunks:
     """Per row: the stream ended with EOS and decoded without repair."""
     num_tokens: list[int]
     """Per row: FAST tokens generated (EOS not counted)."""
+    streams: list[list[int]]
+    """Per row: the generated ids as decoded (up to and including EOS), for diagnostics."""
 
 
 def chunks_from_streams(fast: FastActions, streams: list[list[int]], eos_id: int) -> FastChunks:
@@ -39,7 +41,7 @@ def chunks_from_streams(fast: FastActions, streams: list[list[int]], eos_id: int
         chunks.append(torch.from_numpy(chunk))
         oks.append(bool(ok and ended))
         counts.append(len(tokens))
-    return FastChunks(torch.stack(chunks), oks, counts)
+    return FastChunks(torch.stack(chunks), oks, counts, [list(s) for s in streams])
 
 
 @torch.no_grad()

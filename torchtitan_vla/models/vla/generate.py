@@ -32,7 +32,7 @@ class Generated:
     """(B,) long: generated tokens of each row, its stop token included."""
     cache: PrefixCache | None
     """The prefix cache (``VLA.sample_actions(prefix=...)``) over prompt + generated tokens; None without
-    an Action Expert."""
+    an Action Expert or after a FAST segment (generated tokens the expert never sees)."""
 
 
 @torch.no_grad()
@@ -52,6 +52,11 @@ def greedy_decode(
     recomputes the whole sequence at every step (the reference the cached path is checked against).
     """
     observation = model.observe(batch)
+    # Generation continues the VLM's own sequence: every valid prompt token, a FAST segment it opens
+    # included. ``Observation.valid`` is the expert's view, which leaves that segment out: decoding from
+    # it would drop the "Action: " the VLM was trained to continue and reuse its positions.
+    observation = dataclasses.replace(observation, valid=observation.text_valid,
+                                      next_position=observation.text_next_position)
     vlm = model.vlm
     if use_cache:
         kv_cache = KVCache(len(vlm.layers))
@@ -65,7 +70,10 @@ def greedy_decode(
                          allowed_token_ids=allowed_token_ids, stop_token_ids=stop_token_ids,
                          pad_token_id=pad_token_id, feed_last=True)
     cache = None
-    if model.expert is not None:
+    # After an opened FAST segment the generated tokens are FAST actions, which the expert never reads
+    # (pi0-FAST samples no flow): no expert cache then.
+    opens_fast = batch.fast_mask is not None and bool(batch.fast_mask.any())
+    if model.expert is not None and not opens_fast:
         if use_cache:
             extended = dataclasses.replace(observation, valid=step.valid, next_position=step.next_position)
             cache = _prefix_cache(model, extended, kv_cache, torch.cat([hidden, *step.hidden], dim=1))
@@ -105,5 +113,6 @@ class FullStep:
             visual_mask=F.pad(o.visual_mask, (0, 1), value=False),
             cos=torch.cat((o.cos, cos), dim=1), sin=torch.cat((o.sin, sin), dim=1),
             mask=mask, valid=valid, next_position=o.next_position + fed_valid.long(),
+            text_valid=valid, text_next_position=o.next_position + fed_valid.long(),
         )
         return vlm.run_layers(*_layer_inputs(self.observation))[:, -1]

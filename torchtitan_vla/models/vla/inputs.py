@@ -40,6 +40,11 @@ class Observation:
     next_position: torch.Tensor
     """(B,) long: one past the largest MRoPE position of those tokens (where the suffix starts, as at
     inference, whose prompt has no FAST tokens)."""
+    text_valid: torch.Tensor
+    """(B, P) bool: every valid token, the FAST segment included: the VLM's own view of the sequence, which
+    text generation continues (pi0-FAST's prompt ends inside the segment it opened)."""
+    text_next_position: torch.Tensor
+    """(B,) long: one past the largest MRoPE position of ``text_valid``: the first generated token's."""
     state: torch.Tensor | None = None
     """(B, max_state_dim) float32 padded state (continuous state mode); None when the state is text."""
 

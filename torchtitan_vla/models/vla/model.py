@@ -119,8 +119,10 @@ class VLA(VLAParts, nn.Module):
             mask = causal_after_targets(mask, batch.labels != IGNORE_INDEX)
         visible = expert_prefix(valid, batch.fast_mask)
         # Suffix positions continue after the prefix on all three MRoPE rows (text-style positions).
-        last = position_ids.amax(dim=0).masked_fill(~visible, -1).amax(dim=1)
-        return Observation(h, visual_mask, deepstack, cos, sin, mask, visible, last + 1)
+        latest = position_ids.amax(dim=0)
+        last = latest.masked_fill(~visible, -1).amax(dim=1)
+        text_last = latest.masked_fill(~valid, -1).amax(dim=1)
+        return Observation(h, visual_mask, deepstack, cos, sin, mask, visible, last + 1, valid, text_last + 1)
 
     def _expert_inputs(self, observation: Observation, cond: torch.Tensor | None, insulate: bool) -> ExpertInputs:
         offsets = torch.arange(self.expert.num_suffix_tokens, device=observation.valid.device)
