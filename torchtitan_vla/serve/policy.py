@@ -54,6 +54,7 @@ from torchtitan_vla.parallel.weights_writer import verify_checksums
 from torchtitan_vla.processing.fast import EXPORT_NAME as FAST_TOKENIZER_FILE
 from torchtitan_vla.processing.fast import FastTokenizer
 from torchtitan_vla.processing.tokenizer import Tokenizer
+from torchtitan_vla.utils.checksums import export_content_hash
 
 from .key_map import SUBTASK_KEY, ObservationKeyMap
 from .protocol import RequestError
@@ -208,7 +209,11 @@ class Policy:
         # Non-persistent buffers (RoPE tables) are not in the files: initialise, then overwrite every weight.
         model.init_weights(buffer_device=torch.device(device))
         load_weights_from(model, folder)
-        return cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps, subtask=subtask)
+        policy = cls(model, tokenizer, cfg, extras, key_map=key_map, device=device, num_steps=num_steps,
+                     subtask=subtask)
+        # What a served result is attributed to: clients record it (the LIBERO harness refuses a result without it).
+        policy.metadata["content_hash"] = export_content_hash(folder)
+        return policy
 
     @property
     def max_observation_bytes(self) -> int:

@@ -7,6 +7,8 @@ overwritten shard; it is not a defence against deliberate tampering.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zlib
 from pathlib import Path
 
@@ -47,3 +49,16 @@ def first_mismatch(folder: str | Path, recorded: dict[str, str]) -> str | None:
         if actual != expected:
             return f"{path} is corrupt (crc32 {actual}, {expected} was written)"
     return None
+
+
+def export_content_hash(folder: str | Path) -> str:
+    """``sha256:<hex>`` over the CRC-32 of every file of an exported policy (weights, config, tokenizer) and
+    its weight map: two exports with the same bytes get the same hash. The checksums the index records are
+    used (the policy loader verifies them against the files); an export without them is read in full."""
+    from torchtitan_vla.parallel.weights import INDEX_NAME  # loads torch: only for an exported policy
+
+    folder = Path(folder)
+    index = json.loads((folder / INDEX_NAME).read_text())
+    crcs = index.get("metadata", {}).get("crc32") or folder_crc32(folder, exclude=(INDEX_NAME,))
+    content = {"files": crcs, "weight_map": index.get("weight_map")}
+    return "sha256:" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -7,8 +7,8 @@ import pytest
 
 from torchtitan_vla.eval.libero.evaluate import PolicySource, run
 from torchtitan_vla.eval.libero.policies import ExportPolicy, PolicyMismatch
-from torchtitan_vla.eval.libero.provenance import export_content_hash
 from torchtitan_vla.tools.debug_policy import export_debug_policy
+from torchtitan_vla.utils.checksums import export_content_hash
 
 from .helpers import fake_options
 

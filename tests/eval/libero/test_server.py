@@ -11,7 +11,10 @@ import pytest
 from tests.eval.libero.helpers import fake_options, seek_chunk
 from torchtitan_vla.eval.libero.evaluate import EvaluationStopped, PolicySource, run
 from torchtitan_vla.eval.libero.policies import PolicyMismatch, ServerLost, ServerPolicy
+from torchtitan_vla.serve.policy import Policy
 from torchtitan_vla.serve.server import PolicyServer
+from torchtitan_vla.tools.debug_policy import export_debug_policy
+from torchtitan_vla.utils.checksums import export_content_hash
 
 pytest.importorskip("openpi_client.websocket_client_policy")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:openpi_client.*")
@@ -73,5 +76,18 @@ def test_no_server_and_mismatched_server_are_named():
     try:
         with pytest.raises(PolicyMismatch, match=f"^the policy served at {address} has action_dim 14; LIBERO's"):
             ServerPolicy(address, connections=2, replan_steps=5)
+    finally:
+        server.stop()
+
+
+def test_a_served_export_reports_the_hash_of_its_weights(tmp_path):
+    """The server sends the export's content hash, so a result evaluated over the network names the same
+    checkpoint as one evaluated in-process (and its table can be rendered)."""
+    export = export_debug_policy(tmp_path, ["observation.images.image", "observation.images.wrist_image"], 8, 7,
+                                 horizon=8)
+    server, address = serve(Policy.from_export(export))
+    try:
+        assert ServerPolicy(address, connections=1, replan_steps=5).metadata["content_hash"] == \
+            export_content_hash(export)
     finally:
         server.stop()

@@ -97,7 +97,7 @@ def _policy_opener(args: argparse.Namespace):
                                  "checkpoint_hash": server.metadata.get("content_hash")}, batch_policy=server)
         import torch
 
-        from .provenance import export_content_hash
+        from torchtitan_vla.utils.checksums import export_content_hash
 
         policy = policies.ExportPolicy(args.checkpoint, args.replan_steps, args.device)
         torch.manual_seed(args.seed)  # the flow-matching noise

@@ -9,29 +9,13 @@ simulator and package versions.
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from torchtitan_vla.utils.checksums import folder_crc32
-
 REQUIRED = ("policy", "checkpoint_hash", "trials_per_task", "init_states", "seeds", "max_steps", "num_wait_steps",
             "replan_steps", "image_size", "delay", "versions")
-
-
-def export_content_hash(folder: str | Path) -> str:
-    """``sha256:<hex>`` over the CRC-32 of every file of an exported policy (weights, config, tokenizer) and
-    its weight map: two exports with the same bytes get the same hash. The checksums the index records are
-    used (the policy loader verifies them against the files); an export without them is read in full."""
-    from torchtitan_vla.parallel.weights import INDEX_NAME  # loads torch: only for an exported policy
-
-    folder = Path(folder)
-    index = json.loads((folder / INDEX_NAME).read_text())
-    crcs = index.get("metadata", {}).get("crc32") or folder_crc32(folder, exclude=(INDEX_NAME,))
-    content = {"files": crcs, "weight_map": index.get("weight_map")}
-    return "sha256:" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def source_hash(module: ModuleType) -> str:
