@@ -51,8 +51,6 @@ from torchtitan_vla.models.vla.fast_decoding import decode_fast_actions
 from torchtitan_vla.models.vla.generate import greedy_decode
 from torchtitan_vla.parallel.weights import INDEX_NAME, load_weights_from, safetensors_files
 from torchtitan_vla.parallel.weights_writer import verify_checksums
-from torchtitan_vla.processing.fast import EXPORT_NAME as FAST_TOKENIZER_FILE
-from torchtitan_vla.processing.fast import FastTokenizer
 from torchtitan_vla.processing.tokenizer import Tokenizer
 from torchtitan_vla.utils.checksums import export_content_hash
 
@@ -375,12 +373,6 @@ class Policy:
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         return self.infer_prepared([self.prepare(obs)])[0]
-
-
-def export_fast_tokenizer(folder: str | Path) -> FastTokenizer | None:
-    """The FAST action tokenizer an exported policy carries (train/export.py copies it), None without one."""
-    path = Path(folder) / FAST_TOKENIZER_FILE
-    return FastTokenizer.load(path) if path.is_file() else None
 
 
 def _given_subtask(obs: dict[str, Any]) -> str | None:
