@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.eval.libero import fake_env
-from torchtitan_vla.eval.libero.episode import PROMPT_KEY, STATE_KEY
+from torchtitan_vla.envs.libero.env import PROMPT_KEY, STATE_KEY
 from torchtitan_vla.eval.libero.evaluate import Options, PolicySource, run
 
 FAKE_ENV = "tests.eval.libero.fake_env"

@@ -5,16 +5,8 @@ import pytest
 
 from tests.eval.libero import fake_env
 from tests.eval.libero.helpers import seek_chunk
-from torchtitan_vla.eval.libero.episode import (
-    HOLD_ACTION,
-    IMAGE_KEY,
-    PROMPT_KEY,
-    WAIT_ACTION,
-    WRIST_IMAGE_KEY,
-    EpisodeSettings,
-    EpisodeSpec,
-    run_episode,
-)
+from torchtitan_vla.envs.libero.env import IMAGE_KEY, NOOP_ACTION, PROMPT_KEY, WRIST_IMAGE_KEY
+from torchtitan_vla.eval.libero.episode import HOLD_ACTION, EpisodeSettings, EpisodeSpec, run_episode
 
 
 def spec(prompt="move to target 0", max_steps=30, video=False, init_state=0) -> EpisodeSpec:
@@ -39,7 +31,7 @@ def test_wait_steps_replanning_and_success():
     result = run_episode(env, spec(), EpisodeSettings(num_wait_steps=10, replan_steps=5), policy)
     # The first 10 steps are openpi's no-op (gripper open); the hand starts 0.4 m from target 0 and the
     # policy moves 0.05 m per step: 8 policy steps, asked at steps 0 and 5.
-    assert all(np.array_equal(a, WAIT_ACTION) for a in env.actions[:10])
+    assert all(np.array_equal(a, NOOP_ACTION) for a in env.actions[:10])
     assert result.success and result.steps == 8 and len(env.actions) == 18
     assert result.policy_calls == 2 and policy.rtc == [None, None]
     # The second request sees the state after exactly 5 executed actions (replanning every 5).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .env import LIBERO_ACTION_DIM, NOOP_ACTION
+from .env import LIBERO_ACTION_DIM, NOOP_ACTION, STATE_KEY
 
 PRIVILEGED_KEY = "privileged"
 
@@ -100,7 +100,7 @@ def scripted_action(privileged: dict, gripper_qpos: np.ndarray) -> np.ndarray:
 class ScriptedPolicy:
     """``infer(obs) -> {"actions": (horizon, 7)}``: the scripted action repeated over the chunk.
 
-    ``obs`` holds ``observation/state`` (for the fingers) and ``PRIVILEGED_KEY`` (the env's privileged poses);
+    ``obs`` holds ``STATE_KEY`` (for the fingers) and ``PRIVILEGED_KEY`` (the env's privileged poses);
     images and prompt are ignored.
     """
 
@@ -108,6 +108,6 @@ class ScriptedPolicy:
         self.horizon = horizon
 
     def infer(self, obs: dict) -> dict:
-        state = np.asarray(obs["observation/state"])
+        state = np.asarray(obs[STATE_KEY])
         action = scripted_action(obs[PRIVILEGED_KEY], state[6:8])
         return {"actions": np.repeat(action[None], self.horizon, axis=0)}

@@ -23,21 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from torchtitan_vla.envs.libero.env import LIBERO_ACTION_DIM, NOOP_ACTION, policy_message
 from torchtitan_vla.eval.delay import DelaySchedule, run_delayed
 
-# openpi's LIBERO client keys (the defaults of serve/key_map.py, which this worker-side module does not
-# import: importing torchtitan_vla.serve loads torch into every simulator process).
-IMAGE_KEY = "observation/image"
-WRIST_IMAGE_KEY = "observation/wrist_image"
-STATE_KEY = "observation/state"
-PROMPT_KEY = "prompt"
-
-ACTION_DIM = 7
-# The wait steps' action: no motion, gripper open (-1), as openpi's LIBERO example sends it.
-WAIT_ACTION = np.array([0.0] * 6 + [-1.0], np.float32)
 # An idle step under a simulated delay: no motion and gripper command 0, which robosuite's gripper reads by
 # its sign as "keep the current opening" (an open command would drop a held object).
-HOLD_ACTION = np.zeros(ACTION_DIM, np.float32)
+HOLD_ACTION = np.zeros(LIBERO_ACTION_DIM, np.float32)
 
 Rtc = tuple[np.ndarray, int] | None
 """Real-time chunking's extra inputs of a request (``serve/rtc_keys.py``): the rest of the running chunk
@@ -108,7 +99,7 @@ def run_episode(env, spec: EpisodeSpec, settings: EpisodeSettings, policy: Chunk
     frames: list[np.ndarray] = []
     obs = env.reset(spec.init_state, render=render)
     for _ in range(settings.num_wait_steps):
-        obs, _ = env.step(WAIT_ACTION, render=render)
+        obs, _ = env.step(NOOP_ACTION, render=render)
         if spec.video:
             frames.append(obs.image)
     steps = calls = 0
@@ -118,15 +109,15 @@ def run_episode(env, spec: EpisodeSpec, settings: EpisodeSettings, policy: Chunk
         nonlocal calls
         if obs.image is None and settings.images:  # the steps since the last request ran physics only
             obs.image, obs.wrist_image = env.render()
-        message = {IMAGE_KEY: obs.image, WRIST_IMAGE_KEY: obs.wrist_image, STATE_KEY: obs.state, PROMPT_KEY: spec.prompt}
+        message = policy_message(obs, spec.prompt)
         if settings.privileged_key:
             message[settings.privileged_key] = obs.privileged
         chunk = np.asarray(policy(message, None if prev is None else (prev[0], delay)), np.float32)
         calls += 1
-        if chunk.ndim != 2 or chunk.shape[1] < ACTION_DIM or len(chunk) < settings.replan_steps:
+        if chunk.ndim != 2 or chunk.shape[1] < LIBERO_ACTION_DIM or len(chunk) < settings.replan_steps:
             raise ValueError(f"the policy returned actions of shape {chunk.shape}; replanning every "
-                             f"{settings.replan_steps} steps needs (>= {settings.replan_steps}, >= {ACTION_DIM})")
-        return chunk[None, :, :ACTION_DIM]
+                             f"{settings.replan_steps} steps needs (>= {settings.replan_steps}, >= {LIBERO_ACTION_DIM})")
+        return chunk[None, :, :LIBERO_ACTION_DIM]
 
     def step(action: np.ndarray) -> bool:
         nonlocal obs, steps, success

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .episode import ACTION_DIM, EpisodeSpec, Rtc
+from torchtitan_vla.envs.libero.env import LIBERO_ACTION_DIM, LIBERO_STATE_DIM
 
-STATE_DIM = 8
+from .episode import EpisodeSpec, Rtc
+
 MAX_CAMERAS = 2  # agent view and wrist
 
 
@@ -32,11 +33,11 @@ def check_widths(source: str, action_dim: Any, state_dim: Any, horizon: Any, rep
                  cameras: int | None = None) -> None:
     """One line naming ``source`` and the width that does not fit LIBERO (widths the source does not
     state, None, are not checked)."""
-    if action_dim is not None and int(action_dim) != ACTION_DIM:
-        raise PolicyMismatch(f"{source} has action_dim {action_dim}; LIBERO's actions are {ACTION_DIM}-D "
+    if action_dim is not None and int(action_dim) != LIBERO_ACTION_DIM:
+        raise PolicyMismatch(f"{source} has action_dim {action_dim}; LIBERO's actions are {LIBERO_ACTION_DIM}-D "
                              "(delta end-effector 6 + gripper 1)")
-    if state_dim is not None and int(state_dim) != STATE_DIM:
-        raise PolicyMismatch(f"{source} has state_dim {state_dim}; LIBERO's state is {STATE_DIM}-D")
+    if state_dim is not None and int(state_dim) != LIBERO_STATE_DIM:
+        raise PolicyMismatch(f"{source} has state_dim {state_dim}; LIBERO's state is {LIBERO_STATE_DIM}-D")
     if horizon is not None and int(horizon) < replan_steps:
         raise PolicyMismatch(f"{source} predicts {horizon} actions per chunk; --replan-steps {replan_steps} "
                              "needs at least that many")
@@ -113,7 +114,7 @@ class RandomActions:
 
     def __call__(self, spec: EpisodeSpec, env):
         rng = np.random.default_rng(spec.seed)
-        return lambda message, rtc: rng.uniform(-1.0, 1.0, (self.horizon, ACTION_DIM)).astype(np.float32)
+        return lambda message, rtc: rng.uniform(-1.0, 1.0, (self.horizon, LIBERO_ACTION_DIM)).astype(np.float32)
 
 
 class ScriptedController:
