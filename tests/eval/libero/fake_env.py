@@ -89,7 +89,10 @@ class LiberoEnv:
     def _observation(self, render: bool) -> LiberoObservation:
         image, wrist = self.render() if render else (None, None)
         state = np.concatenate([self.hand, np.zeros(3), [0.04, -0.04]]).astype(np.float32)
-        return LiberoObservation(image, wrist, state, {"hand": self.hand.copy(), "goal": target(self.task_id)})
+        return LiberoObservation(image, wrist, state)
+
+    def privileged(self) -> dict:
+        return {"hand": self.hand.copy(), "goal": target(self.task_id)}
 
     def close(self) -> None:
         pass

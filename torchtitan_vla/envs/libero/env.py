@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
@@ -138,12 +138,6 @@ class LiberoObservation:
     image: np.ndarray | None  # (S, S, 3) uint8 agentview, rotated as the datasets store it; None if not rendered
     wrist_image: np.ndarray | None
     state: np.ndarray  # float32[8]
-    # Object and region positions (``<name>_pos``, ``<name>_quat`` and the height of the top, ``<name>_top``,
-    # for objects) and the end effector
-    # (``eef_pos``, ``eef_quat``, ``gripper_qvel``) and ``goal`` (the BDDL goal predicate, e.g. ["in", "alphabet_soup_1",
-    # "basket_1_contain_region"]; empty for goals of several predicates), for the scripted controller; a learned
-    # policy never sees them.
-    privileged: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class LiberoEnv:
@@ -167,6 +161,7 @@ class LiberoEnv:
         # The BDDL goal, e.g. [["in", "alphabet_soup_1", "basket_1_contain_region"]], for the scripted controller.
         self.goal: list[list[str]] = self._env.env.parsed_problem["goal_state"]
         self._geoms_model, self._geoms = None, {}
+        self._raw: dict = {}  # robosuite's latest observation dict (``privileged`` reads it)
 
     def num_init_states(self) -> int:
         return len(self._init_states)
@@ -208,8 +203,18 @@ class LiberoEnv:
         return self._geoms
 
     def _observation(self, obs: dict, render: bool) -> LiberoObservation:
+        self._raw = obs
         image, wrist = self.render() if render else (None, None)
         state = state_of(obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"])
+        return LiberoObservation(image=image, wrist_image=wrist, state=state)
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        """The simulator's poses now, for the scripted controller (a learned policy never sees them; computed
+        on request, not at every step): object and region positions (``<name>_pos``, ``<name>_quat`` and, for
+        objects, the height of the top, ``<name>_top``), the end effector (``eef_pos``, ``eef_quat``,
+        ``gripper_qvel``) and ``goal`` (the BDDL goal predicate, e.g. ["in", "alphabet_soup_1",
+        "basket_1_contain_region"]; empty for goals of several predicates)."""
+        obs = self._raw
         privileged = {"eef_pos": np.asarray(obs["robot0_eef_pos"]), "eef_quat": np.asarray(obs["robot0_eef_quat"]),
                       "gripper_qvel": np.asarray(obs["robot0_gripper_qvel"])}
         for key, value in obs.items():
@@ -221,7 +226,7 @@ class LiberoEnv:
         for name, site in self._env.env.object_sites_dict.items():
             privileged.setdefault(f"{name}_pos", np.array(sim.data.site_xpos[sim.model.site_name2id(site.name)]))
         privileged["goal"] = np.array(self.goal[0] if len(self.goal) == 1 else [])
-        return LiberoObservation(image=image, wrist_image=wrist, state=state, privileged=privileged)
+        return privileged
 
     def close(self) -> None:
         self._env.close()

@@ -93,7 +93,7 @@ def scripted_actions(env: LiberoEnv, init_state: int, policy: ScriptedPolicy) ->
     actions = []
     for _ in range(env.max_steps):
         message = policy_message(obs, env.language)
-        message[PRIVILEGED_KEY] = obs.privileged
+        message[PRIVILEGED_KEY] = env.privileged()
         actions.append(policy.infer(message)["actions"][0])
         obs, success = env.step(actions[-1], render=False)
         if success:

@@ -4,7 +4,7 @@ above the object, descend, close, lift, over the target, lower, open. It solves 
 It is a policy with a learned policy's call signature (``infer(obs) -> {"actions": (horizon, 7)}``) and keeps
 no state between calls: the phase is read from the observation (where the object is relative to the gripper,
 how far the fingers are open), so a harness may batch episodes, replan every few actions or restart it. The
-observation must carry the simulator's privileged poses under ``PRIVILEGED_KEY`` (``LiberoObservation.privileged``,
+observation must carry the simulator's privileged poses under ``PRIVILEGED_KEY`` (``LiberoEnv.privileged()``,
 which holds the goal too); a learned policy never receives them.
 """
 

@@ -111,7 +111,7 @@ def run_episode(env, spec: EpisodeSpec, settings: EpisodeSettings, policy: Chunk
             obs.image, obs.wrist_image = env.render()
         message = policy_message(obs, spec.prompt)
         if settings.privileged_key:
-            message[settings.privileged_key] = obs.privileged
+            message[settings.privileged_key] = env.privileged()
         chunk = np.asarray(policy(message, None if prev is None else (prev[0], delay)), np.float32)
         calls += 1
         if chunk.ndim != 2 or chunk.shape[1] < LIBERO_ACTION_DIM or len(chunk) < settings.replan_steps:
