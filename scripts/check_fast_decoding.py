@@ -35,12 +35,15 @@ from torchtitan_vla.serve.policy import Policy  # noqa: E402
 
 
 def sample_builder(policy: Policy, reader: LeRobotReader) -> RobotSampleBuilder:
-    """Training's sample builder for ``reader`` with the policy's prompt settings and FAST tokenizer."""
+    """Training's sample builder for ``reader`` with the policy's prompt settings, FAST tokenizer and
+    normalisation statistics (the export's, which training used: not recomputed from ``reader``)."""
     cfg, expert = policy.cfg, policy.cfg.action_expert
-    return RobotSampleBuilder(reader, policy.prompts, action_horizon=expert.action_horizon,
-                              max_action_dim=expert.max_action_dim, max_state_dim=expert.max_state_dim,
-                              image_size=cfg.data.image_size, state_mode=expert.state_mode,
-                              state_bins=expert.state_bins, transform=policy.transform, fast=policy.fast)
+    builder = RobotSampleBuilder(reader, policy.prompts, action_horizon=expert.action_horizon,
+                                 max_action_dim=expert.max_action_dim, max_state_dim=expert.max_state_dim,
+                                 normalization="none", image_size=cfg.data.image_size, state_mode=expert.state_mode,
+                                 state_bins=expert.state_bins, transform=policy.transform, fast=policy.fast)
+    builder.state_norm, builder.action_norm = policy.state_norm, policy.action_norm
+    return builder
 
 
 def inference_form(sample: Sample) -> Sample:

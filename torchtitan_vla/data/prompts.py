@@ -45,6 +45,7 @@ class PromptBuilder:
         self.resize_mode = data_cfg.image_resize
         self._vision_ids = {tokenizer.vision_start_id, tokenizer.vision_end_id, tokenizer.image_pad_id}
         self._robot_cache: dict[tuple, list[int]] = {}
+        self._action_prefix_ids = tokenizer.encode(ACTION_PREFIX)
 
     def robot(self, images: Sequence[np.ndarray], size: tuple[int, int], instruction: str,
               state_bins: np.ndarray | None = None) -> Document:
@@ -72,7 +73,7 @@ class PromptBuilder:
         """``doc`` followed by ``"Action: "`` + the chunk's FAST tokens + EOS (pi0-FAST's postfix), and the
         per-token flag of that segment. The loss is on the FAST tokens and EOS only: ``"Action: "`` is
         given at inference, where ``fast_tokens`` is None and decoding continues after it."""
-        lead = self.tokenizer.encode(ACTION_PREFIX)
+        lead = self._action_prefix_ids
         ids, labels = lead, [IGNORE_INDEX] * len(lead)
         if fast_tokens is not None:
             ids = lead + list(fast_tokens) + [self.tokenizer.eos_id]

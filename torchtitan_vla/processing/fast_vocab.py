@@ -34,6 +34,7 @@ class FastVocab:
         self.num_fast = num_fast
         self.token_ids = torch.tensor(ids, dtype=torch.long)
         """(num_fast,) the VLM token id of each FAST id."""
+        self._token_of = ids  # per-sample encoding indexes a list, not the tensor
         self._fast_of = {token: i for i, token in enumerate(ids)}
 
     @classmethod
@@ -43,7 +44,7 @@ class FastVocab:
         return cls(num_fast, embedding_rows, reserved)
 
     def to_tokens(self, fast_ids: list[int]) -> list[int]:
-        return [int(self.token_ids[i]) for i in fast_ids]
+        return [self._token_of[i] for i in fast_ids]
 
     def to_fast(self, token_ids: list[int]) -> list[int]:
         """FAST ids of VLM tokens; a token outside the FAST range maps to -1."""
