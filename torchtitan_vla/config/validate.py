@@ -10,7 +10,6 @@ one, so a typo in the last stage fails before the first one trains.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -82,8 +81,11 @@ class _StageCheck:
     def scale(self) -> None:
         """float8 and torchft: their packages and the layouts they support."""
         cfg = self.cfg
+        from ..parallel.fault_tolerance import torchft_available
+        from ..parallel.float8 import torchao_available
+
         if cfg.float8.enable:
-            if importlib.util.find_spec("torchao") is None:
+            if not torchao_available():
                 self.fail("float8.enable", "needs torchao: pip install '.[float8]'")
             if cfg.parallelism.tensor_parallel_degree > 1:
                 self.fail("float8.enable", "with parallelism.tensor_parallel_degree > 1 is not supported yet")
@@ -91,7 +93,7 @@ class _StageCheck:
         if ft.enable:
             if ft.replica_id >= ft.group_size:
                 self.fail("fault_tolerance.replica_id", f"= {ft.replica_id} must be below group_size = {ft.group_size}")
-            if importlib.util.find_spec("torchft") is None:
+            if not torchft_available():
                 self.fail("fault_tolerance.enable", "needs torchft, which is not installed: pip install '.[ft]'")
 
     def name_in(self, key: str, name: str, valid: list[str] | tuple[str, ...], what: str) -> None:
@@ -204,15 +206,12 @@ class _StageCheck:
         if ep == 1 and tp == 1:
             return
         from ..models.vla.build import vlm_args  # the flavor table or the HF config.json
+        from ..parallel.expert_parallel import check_ep  # the rule the parallel plan applies, checked per stage
 
-        experts = vlm_args(self.cfg.model).text.num_experts
-        if ep > 1 and not experts:
-            self.fail("parallelism.expert_parallel_degree", f"= {ep} needs an MoE model; model.flavor "
-                                                            f"'{self.cfg.model.flavor}' has no experts")
-        if experts and experts % (ep * tp):  # experts are split over the EP ranks times the TP ranks
-            split = f"{ep} x parallelism.tensor_parallel_degree {tp}" if tp > 1 else f"{ep}"
-            self.fail("parallelism.expert_parallel_degree", f"= {split} does not divide the {experts} experts "
-                                                            f"of model.flavor '{self.cfg.model.flavor}'")
+        try:
+            check_ep(vlm_args(self.cfg.model).text.num_experts, ep, tp, f"model.flavor '{self.cfg.model.flavor}'")
+        except ValueError as err:
+            raise ConfigError(f"{self.where}: {err}") from None
         if p.data_parallel_shard_degree != -1 and p.data_parallel_shard_degree % ep:
             self.fail("parallelism.expert_parallel_degree", f"= {ep} does not divide "
                                                             f"parallelism.data_parallel_shard_degree "
