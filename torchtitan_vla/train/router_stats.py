@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from torchtitan_vla.models.qwen3_vl.decoder import load_balancing_loss_of
+from torchtitan_vla.parallel.expert_parallel import moe_layers
 from torchtitan_vla.utils.distributed import all_reduce_sum
 
 
 class RouterStats:
     def __init__(self, model: nn.Module):
-        self.layers = [m for m in model.modules() if hasattr(m, "routing_stats")]
+        self.layers = moe_layers(model)
         self.total: torch.Tensor | None = None
 
     def observe(self, model):
