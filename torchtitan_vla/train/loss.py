@@ -20,7 +20,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from torchtitan_vla.data.batch import Batch
 from torchtitan_vla.models.action_expert.flow import valid_action_mask
-from torchtitan_vla.models.action_expert.rtc import prefix_steps
+from torchtitan_vla.models.action_expert.rtc import without_prefix
 from torchtitan_vla.models.vla.options import LossSums
 from torchtitan_vla.processing.chat import IGNORE_INDEX
 from torchtitan_vla.utils.distributed import all_reduce_sum
@@ -54,9 +54,7 @@ def per_sample_counts(batch: Batch) -> torch.Tensor:
         if has_actions is None:
             has_actions = torch.ones(batch.num_samples, dtype=torch.bool, device=batch.actions.device)
         valid = valid_action_mask(batch.action_dim_mask, batch.action_is_pad, has_actions)
-        if batch.action_prefix is not None:  # training-time RTC's clean prefix: model inputs, not targets
-            valid = valid & ~prefix_steps(batch.action_prefix, valid.shape[1])[:, :, None]
-        action = valid.sum(dim=(1, 2))
+        action = without_prefix(valid, batch.action_prefix).sum(dim=(1, 2))
     return torch.stack([text, action, subtask, fast.sum(dim=1)]).double()
 
 

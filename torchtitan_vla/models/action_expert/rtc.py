@@ -153,6 +153,14 @@ def prefix_steps(delay: torch.Tensor, horizon: int) -> torch.Tensor:
     return torch.arange(horizon, device=delay.device)[None, :] < delay[:, None]
 
 
+def without_prefix(valid: torch.Tensor, action_prefix: torch.Tensor | None) -> torch.Tensor:
+    """A (B, H, D) flow-loss mask less training-time RTC's clean prefix (``Batch.action_prefix``: model
+    inputs, not targets). The model's loss and the loss module's counts both use it, so they agree."""
+    if action_prefix is None:
+        return valid
+    return valid & ~prefix_steps(action_prefix, valid.shape[1])[:, :, None]
+
+
 def with_prefix(batch: Batch, rtc: RTCPrefix) -> Batch:
     """``batch`` with a training-time prefix length drawn per sample (``Batch.action_prefix``): drawn before
     the forward pass so the loss module counts the same steps as targets that the model leaves out."""

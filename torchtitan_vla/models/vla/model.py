@@ -32,7 +32,7 @@ from ..action_expert.expert import ActionExpertModel
 from ..action_expert.flow import flow_loss_sums, noisy_actions, sample_time, velocity_target
 from ..action_expert.layers import ExpertInputs, JointLayer
 from ..action_expert.masks import expert_prefix, hide_later_fast, suffix_mask
-from ..action_expert.rtc import RTCInputs, guided_velocity, prefix_steps
+from ..action_expert.rtc import RTCInputs, guided_velocity, prefix_steps, without_prefix
 from ..lora import LoRALinear
 from ..qwen3_vl.args import Qwen3VLArgs
 from ..qwen3_vl.kv_cache import KVCache
@@ -213,15 +213,13 @@ class VLA(VLAParts, nn.Module):
             time = sample_time(batch.num_samples, noise.device, **dataclasses.asdict(options.flow_time))
         elif tuple(time.shape) != (batch.num_samples,):
             raise ValueError(f"time has shape {tuple(time.shape)}, expected ({batch.num_samples},)")
-        valid = targets.valid
         if batch.action_prefix is not None:
             # Training-time RTC: the first d steps enter clean (flow time 0) and carry no loss.
-            prefix = prefix_steps(batch.action_prefix, self.expert_cfg.action_horizon)
-            time = torch.where(prefix, 0.0, time[:, None])
-            valid = valid & ~prefix[:, :, None]
+            time = torch.where(prefix_steps(batch.action_prefix, self.expert_cfg.action_horizon), 0.0, time[:, None])
         x_t = noisy_actions(targets.actions, noise, time)
         hidden, velocity = self.hidden_and_velocity(observation, x_t, time, options.knowledge_insulation)
-        action = flow_loss_sums(velocity, velocity_target(targets.actions, noise), valid)
+        action = flow_loss_sums(velocity, velocity_target(targets.actions, noise),
+                                without_prefix(targets.valid, batch.action_prefix))
         return self._loss_sums(hidden, batch, action)
 
     def _loss_sums(self, hidden: torch.Tensor, batch: Batch, action: torch.Tensor) -> LossSums:
