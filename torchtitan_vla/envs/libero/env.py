@@ -57,6 +57,23 @@ def suite_names(include_perturbed: bool = False) -> list[str]:
     return names
 
 
+def parse_indices(text: str, what: str) -> list[int]:
+    """``"0-49"``, ``"40-49,3"`` or ``"7"`` -> sorted unique indices (the task ids and init states of both
+    command lines, ``generate`` and ``eval.libero``); anything else names ``what``."""
+    indices: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            low = int(first)
+            high = int(last) if last else low
+        except ValueError:
+            raise ValueError(f"{what} {text!r}: expected indices like 0-49 or 40,41,45") from None
+        if low < 0 or high < low:
+            raise ValueError(f"{what} {text!r}: {part.strip()!r} is not a range of indices >= 0")
+        indices.update(range(low, high + 1))
+    return sorted(indices)
+
+
 def base_suite(suite: str) -> str:
     """The standard suite a (perturbed) suite is built from: its step budget and scenes."""
     if suite in SUITE_MAX_STEPS:

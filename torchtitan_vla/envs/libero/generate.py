@@ -38,6 +38,7 @@ from .env import (
     NUM_WAIT_STEPS,
     LiberoEnv,
     base_suite,
+    parse_indices,
     policy_message,
     suite_names,
     task_count,
@@ -69,17 +70,9 @@ STAGING = ".generate"
 
 
 def parse_range(spec: str, count: int, what: str) -> list[int]:
-    """``"all"``, ``"3"``, ``"0-9"`` or ``"1,4,7"`` -> indices, each checked against ``count``."""
-    if spec == "all":
-        return list(range(count))
-    indices: list[int] = []
-    for part in spec.split(","):
-        first, _, last = part.partition("-")
-        try:
-            indices += list(range(int(first), int(last or first) + 1))
-        except ValueError:
-            raise ValueError(f"{what} {spec!r}: expected 'all', N, A-B or a comma list") from None
-    bad = [i for i in indices if not 0 <= i < count]
+    """``"all"`` or ``parse_indices``' syntax -> indices, each checked against ``count``."""
+    indices = list(range(count)) if spec == "all" else parse_indices(spec, what)
+    bad = [i for i in indices if i >= count]
     if bad:
         raise ValueError(f"{what} {bad[0]} out of range (0-{count - 1})")
     return indices

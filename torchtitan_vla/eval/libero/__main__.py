@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from torchtitan_vla.envs.libero.env import parse_indices
 from torchtitan_vla.eval.delay import EXECUTIONS
 
 from .evaluate import DEFAULT_SEED, EvaluationStopped, Options, PolicySource, run
-from .plan import DIAGNOSTICS, parse_indices
+from .plan import DIAGNOSTICS
 
 SCRIPTED_HORIZON = 10
 

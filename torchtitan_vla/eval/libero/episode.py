@@ -30,6 +30,9 @@ from torchtitan_vla.eval.delay import DelaySchedule, run_delayed
 # its sign as "keep the current opening" (an open command would drop a held object).
 HOLD_ACTION = np.zeros(LIBERO_ACTION_DIM, np.float32)
 
+KEY_FIELDS = ("suite", "task_id", "init_state", "variant")
+"""What identifies an episode, in an ``EpisodeSpec`` and in its results-file record alike."""
+
 Rtc = tuple[np.ndarray, int] | None
 """Real-time chunking's extra inputs of a request (``serve/rtc_keys.py``): the rest of the running chunk
 (L, 7) and the delay d; None for a plain request."""
@@ -58,9 +61,9 @@ class EpisodeSpec:
     """Render every step and keep the frames for an mp4."""
 
     @property
-    def key(self) -> tuple[str, int, int, str]:
-        """Identifies the episode in a results file (resume skips the keys it finds)."""
-        return (self.suite, self.task_id, self.init_state, self.variant)
+    def key(self) -> tuple:
+        """Identifies the episode in a results file (resume skips the keys it finds: ``results.record_key``)."""
+        return tuple(getattr(self, name) for name in KEY_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchtitan_vla.envs.libero.env import parse_indices
 from torchtitan_vla.eval.delay import DelaySchedule
 
 from .episode import EpisodeSettings
-from .plan import parse_indices, plan_episodes, resolve_suites
+from .plan import plan_episodes, resolve_suites
 from .provenance import versions
 from .report import ProvenanceError, render_markdown
 from .results import RESULTS_FILE, ResultsLog, record_key, summarize, write_json

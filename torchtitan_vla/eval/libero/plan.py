@@ -14,6 +14,8 @@ from __future__ import annotations
 import zlib
 from types import ModuleType
 
+from torchtitan_vla.envs.libero.env import parse_indices
+
 from .episode import EpisodeSpec
 
 STANDARD = "standard"
@@ -21,22 +23,6 @@ BLANK = "blank_instruction"
 OTHER = "other_instruction"
 ALL_SUITES = "all"
 DIAGNOSTICS = ("blank", "other", "perturbed")
-
-
-def parse_indices(text: str, what: str) -> list[int]:
-    """``"0-49"``, ``"40-49,3"`` or ``"7"`` -> sorted unique indices; anything else names ``what``."""
-    indices: set[int] = set()
-    for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        try:
-            low = int(first)
-            high = int(last) if last else low
-        except ValueError:
-            raise ValueError(f"{what} {text!r}: expected indices like 0-49 or 40,41,45") from None
-        if low < 0 or high < low:
-            raise ValueError(f"{what} {text!r}: {part.strip()!r} is not a range of indices >= 0")
-        indices.update(range(low, high + 1))
-    return sorted(indices)
 
 
 def resolve_suites(text: str, env_module: ModuleType) -> list[str]:

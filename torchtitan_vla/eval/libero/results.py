@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .episode import KEY_FIELDS
 from .plan import STANDARD
 
 EPISODES_FILE = "episodes.jsonl"
@@ -72,8 +73,9 @@ class ResultsLog:
         self.records.append(record)
 
 
-def record_key(record: dict[str, Any]) -> tuple[str, int, int, str]:
-    return (record["suite"], record["task_id"], record["init_state"], record["variant"])
+def record_key(record: dict[str, Any]) -> tuple:
+    """The ``EpisodeSpec.key`` of the episode a results-file record holds."""
+    return tuple(record[name] for name in KEY_FIELDS)
 
 
 def _rate(records: list[dict[str, Any]]) -> float:
