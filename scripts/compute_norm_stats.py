@@ -29,6 +29,7 @@ from torchtitan_vla.config import ConfigError, load_stages
 from torchtitan_vla.data.action_transform import ActionTransform
 from torchtitan_vla.data.lerobot import LeRobotReader
 from torchtitan_vla.data.normalize import TRANSFORM_KEY
+from torchtitan_vla.data.robot import chunk_rows, frame_rows
 from torchtitan_vla.data.stats import feature_stats
 
 
@@ -39,15 +40,12 @@ def compute(root: str, state_key: str, action_key: str, episodes: list[int] | No
     transform = transform or ActionTransform()
     for key, problem in transform.problems(reader.state.shape[1], reader.action.shape[1]):
         raise ValueError(f"{root}: {key} {problem}")
-    starts = np.concatenate([np.full(ep.length, ep.start) for ep in reader.episodes])
-    ends = np.concatenate([np.full(ep.length, ep.start + ep.length - 1) for ep in reader.episodes])
-    rows = np.concatenate([np.arange(ep.start, ep.start + ep.length) for ep in reader.episodes])
+    rows, last = frame_rows(reader)
     if max_frames and len(rows) > max_frames:
         pick = np.linspace(0, len(rows) - 1, max_frames).astype(int)
-        rows, starts, ends = rows[pick], starts[pick], ends[pick]
-    chunk_rows = np.minimum(rows[:, None] + np.arange(horizon), ends[:, None])  # (N, H), as in training
+        rows, last = rows[pick], last[pick]
     state = reader.state[rows]
-    actions = transform.to_model(state[:, None, :], reader.action[chunk_rows])
+    actions = transform.to_model(state[:, None, :], reader.action[chunk_rows(rows, last, horizon)])  # as in training
     out = {state_key: feature_stats(transform.state(state)),
            action_key: feature_stats(actions.reshape(-1, actions.shape[-1]))}
     if transform != ActionTransform() or horizon > 1:

@@ -12,8 +12,7 @@ import numpy as np
 
 from .action_transform import ActionTransform
 from .lerobot import DEFAULT_TOLERANCE_S, LeRobotReader
-from .normalize import Normalizer, load_stats_file
-from .robot import check_stats_transform, stats_for
+from .robot import chunk_rows, frame_rows, source_normalizers
 
 
 @dataclass
@@ -33,14 +32,9 @@ def source_action_chunks(src, horizon: int, tolerance_s: float = DEFAULT_TOLERAN
     problems = transform.problems(reader.state.shape[1], reader.action.shape[1])
     if problems:
         raise ValueError(f"{reader.root}: {problems[0][0]} {problems[0][1]}")
-    stats = load_stats_file(src.stats_path) if src.stats_path else reader.stats()
-    check_stats_transform(stats, transform, src.stats_path or f"{reader.root}/meta/stats", src.normalization)
-    action_norm = Normalizer(src.normalization, stats_for(stats, reader.action_key, transform.action_dims),
-                             reader.action_key)
-    rows = np.concatenate([np.arange(ep.start, ep.start + ep.length) for ep in reader.episodes])
-    last = np.concatenate([np.full(ep.length, ep.start + ep.length - 1) for ep in reader.episodes])
-    chunk_rows = np.minimum(rows[:, None] + np.arange(horizon), last[:, None])
-    actions = transform.to_model(reader.state[rows][:, None, :], reader.action[chunk_rows])
+    _, action_norm = source_normalizers(reader, transform, src.normalization, src.stats_path)
+    rows, last = frame_rows(reader)
+    actions = transform.to_model(reader.state[rows][:, None, :], reader.action[chunk_rows(rows, last, horizon)])
     if not np.isfinite(actions).all():
         bad = int(rows[~np.isfinite(actions).all(axis=(1, 2))][0])
         ep = next(e for e in reader.episodes if e.start <= bad < e.start + e.length)

@@ -69,6 +69,29 @@ def check_stats_transform(stats: dict, transform: ActionTransform, where: str, n
                          "<name> --out FILE and set the source's stats_path to FILE")
 
 
+def source_normalizers(reader: LeRobotReader, transform: ActionTransform, normalization: str,
+                       stats_path: str = "") -> tuple[Normalizer, Normalizer]:
+    """(state, action) normalizers of a source: ``stats_path``'s statistics, else the dataset's own, checked
+    to describe the values after ``transform`` (``check_stats_transform``)."""
+    stats = load_stats_file(stats_path) if stats_path else reader.stats()
+    check_stats_transform(stats, transform, stats_path or f"{reader.root}/meta/stats", normalization)
+    return (Normalizer(normalization, stats_for(stats, reader.state_key, transform.state_dims), reader.state_key),
+            Normalizer(normalization, stats_for(stats, reader.action_key, transform.action_dims), reader.action_key))
+
+
+def frame_rows(reader: LeRobotReader) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, last): every frame's row in the reader's arrays and the last row of its episode."""
+    rows = np.concatenate([np.arange(ep.start, ep.start + ep.length) for ep in reader.episodes])
+    last = np.concatenate([np.full(ep.length, ep.start + ep.length - 1) for ep in reader.episodes])
+    return rows, last
+
+
+def chunk_rows(rows: np.ndarray, last: np.ndarray, horizon: int) -> np.ndarray:
+    """(N, horizon) rows of the action chunk at each of ``rows``: steps past the episode's ``last`` row repeat
+    its last action (what ``RobotSampleBuilder.chunk`` gives, for many frames at once)."""
+    return np.minimum(rows[:, None] + np.arange(horizon), last[:, None])
+
+
 def stats_for(stats: dict, key: str, dims: list[int]) -> dict | None:
     """Statistics of feature ``key`` for the selected ``dims``: a compute_norm_stats.py file (transform
     recorded) holds the selected dimensions already; the dataset's own stats are indexed here."""
@@ -94,12 +117,7 @@ class RobotSampleBuilder:
         if problems:
             raise ValueError(f"{reader.root}: {problems[0][0]} {problems[0][1]}")
         self.state_dim, self.action_dim = self.transform.widths(reader.state.shape[1], reader.action.shape[1])
-        stats = load_stats_file(stats_path) if stats_path else reader.stats()
-        check_stats_transform(stats, self.transform, stats_path or f"{reader.root}/meta/stats", normalization)
-        self.state_norm = Normalizer(normalization, stats_for(stats, reader.state_key, self.transform.state_dims),
-                                     reader.state_key)
-        self.action_norm = Normalizer(normalization, stats_for(stats, reader.action_key, self.transform.action_dims),
-                                      reader.action_key)
+        self.state_norm, self.action_norm = source_normalizers(reader, self.transform, normalization, stats_path)
         for dim, limit, what in ((self.state_dim, max_state_dim, "max_state_dim"),
                                  (self.action_dim, max_action_dim, "max_action_dim")):
             if dim > limit:
