@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from torchtitan_vla.config import ConfigError, load_stages
+from torchtitan_vla.config.validate import lerobot_source
 from torchtitan_vla.data.action_transform import ActionTransform
 from torchtitan_vla.data.lerobot import LeRobotReader
 from torchtitan_vla.data.normalize import TRANSFORM_KEY
@@ -55,13 +56,7 @@ def compute(root: str, state_key: str, action_key: str, episodes: list[int] | No
 
 def _from_config(args) -> tuple[str, str, str, list[int] | None, ActionTransform, int]:
     _, stages = load_stages(args.config, [])
-    stage = next((s for s in stages if s.name == args.stage), None) if args.stage else stages[0]
-    if stage is None:
-        raise ConfigError(f"{args.config}: no stage '{args.stage}' (stages: {[s.name for s in stages]})")
-    sources = {s.name: s for s in stage.config.data.sources if s.kind == "lerobot"}
-    if args.source not in sources:
-        raise ConfigError(f"{args.config}: no LeRobot source '{args.source}' (LeRobot sources: {sorted(sources)})")
-    src = sources[args.source]
+    stage, src = lerobot_source(stages, args.config, args.stage, args.source)
     horizon = args.horizon or stage.config.action_expert.action_horizon
     return src.path, src.state_key, src.action_key, src.episodes or None, ActionTransform.from_source(src), horizon
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from torchtitan_vla.config import ConfigError, load_config, resolve_stages
+from torchtitan_vla.config import ConfigError, load_stages
+from torchtitan_vla.config.validate import lerobot_source
 from torchtitan_vla.data.action_chunks import source_action_chunks
-from torchtitan_vla.data.hub import resolve_hub_paths
 from torchtitan_vla.processing.fast import FastTokenizer
 
 
@@ -63,32 +63,6 @@ def round_trip(tokenizer: FastTokenizer, chunks: np.ndarray) -> dict:
     }
 
 
-def resolved_stages(config: str) -> list:
-    """The config's stages, resolved but not cross-checked: a config that trains on (or decodes with) the
-    tokenizer this script writes names a file that does not exist yet, and its FAST checks would refuse
-    it. The source's own files are checked as they are read."""
-    loaded = load_config(config)
-    stages = resolve_stages(loaded)
-    for stage in stages:
-        for key, problem in resolve_hub_paths(stage.config):
-            raise ConfigError(f"{loaded.source}: stage '{stage.name}': '{key}' = {problem}")
-    return stages
-
-
-def _stage_source(args):
-    stages = resolved_stages(args.config)
-    stage = next((s for s in stages if s.name == args.stage), None) if args.stage else stages[0]
-    if stage is None:
-        raise ConfigError(f"{args.config}: no stage '{args.stage}' (stages: {[s.name for s in stages]})")
-    sources = {s.name: s for s in stage.config.data.sources if s.kind == "lerobot"}
-    if args.source is None and len(sources) == 1:
-        return stage, next(iter(sources.values()))
-    if args.source not in sources:
-        raise ConfigError(f"{args.config}: stage '{stage.name}' has no LeRobot source '{args.source}' (LeRobot "
-                          f"sources: {sorted(sources)}); name one with --source")
-    return stage, sources[args.source]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the training config")
@@ -103,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", help="report JSON (default: beside --out)")
     args = parser.parse_args(argv)
     try:
-        stage, src = _stage_source(args)
+        # Not cross-checked: a config that trains on (or decodes with) the tokenizer written here names a file
+        # that does not exist yet. The source's own files are checked as they are read.
+        stages = load_stages(args.config, validate=False)[1]
+        stage, src = lerobot_source(stages, args.config, args.stage, args.source)
         horizon = stage.config.action_expert.action_horizon
         data = source_action_chunks(src, horizon, stage.config.data.timestamp_tolerance_s)
         held_out = split_episodes(data.episode, args.holdout)

@@ -38,16 +38,36 @@ def validate_stages(stages: list[ResolvedStage], source: str) -> None:
 
 
 def load_stages(
-    config_path: str | None, overrides: list[tuple[str, str]] | None = None
+    config_path: str | None, overrides: list[tuple[str, str]] | None = None, validate: bool = True
 ) -> tuple[LoadedConfig, list[ResolvedStage]]:
-    """Load, resolve every stage and cross-check them: what a job runs with, or a ConfigError."""
+    """Load, resolve every stage and cross-check them: what a job runs with, or a ConfigError.
+
+    ``validate=False`` skips the cross-checks, for tools that write a file the config names (a FAST tokenizer
+    fitted for it does not exist yet); hub ids are still resolved."""
     loaded = load_config(config_path, overrides)
     stages = resolve_stages(loaded)
     for stage in stages:  # repo ids become local snapshot folders before any path is checked
         for key, problem in resolve_hub_paths(stage.config):
             raise ConfigError(f"{loaded.source}: stage '{stage.name}': '{key}' = {problem}")
-    validate_stages(stages, loaded.source)
+    if validate:
+        validate_stages(stages, loaded.source)
     return loaded, stages
+
+
+def lerobot_source(stages: list[ResolvedStage], where: str, stage_name: str | None,
+                   source_name: str | None) -> tuple[ResolvedStage, DataSource]:
+    """A stage (default: the first) and one of its LeRobot sources (default: the only one), for the tools
+    that read a config's data (statistics, FAST tokenizer); a wrong name is one ConfigError listing the valid."""
+    stage = next((s for s in stages if s.name == stage_name), None) if stage_name else stages[0]
+    if stage is None:
+        raise ConfigError(f"{where}: no stage '{stage_name}' (stages: {[s.name for s in stages]})")
+    sources = {s.name: s for s in stage.config.data.sources if s.kind == "lerobot"}
+    if source_name is None and len(sources) == 1:
+        return stage, next(iter(sources.values()))
+    if source_name not in sources:
+        raise ConfigError(f"{where}: stage '{stage.name}' has no LeRobot source '{source_name}' (LeRobot "
+                          f"sources: {sorted(sources)}); name one with --source")
+    return stage, sources[source_name]
 
 
 def _exists(path: str) -> bool:
