@@ -67,6 +67,8 @@ def run_variant(args, name: str, overrides: list[str], base_name: str, dump_fold
                        ("success_rate", "episodes", "baseline_success_rate", "no_instruction_success_rate")})
         result["final_action_loss"] = {stage: losses.get("final_action")
                                        for stage, losses in data.get("stage_losses", {}).items()}
+        closed = data.get("closed_loop", {})  # pi0-FAST policies count their repaired token streams
+        result.update({key: closed.get(key) for key in ("fast_decodes", "fast_decode_fallbacks")})
     print(f"[ablate] {name}: exit {rc} after {seconds:.0f} s; success {result.get('success_rate')}", flush=True)
     return result
 

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablate_curriculum import DEBUG_CONFIG, REPO, run_variant  # noqa: E402
 
-from torchtitan_vla.config import load_config, parse_command_line  # noqa: E402
+from torchtitan_vla.config import load_config, parse_command_line, resolve_stages  # noqa: E402
 
 
 def variants(args) -> dict[str, list[str]]:
@@ -66,8 +66,13 @@ def main(argv=None) -> int:
     unknown = sorted(set(chosen) - set(table))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {sorted(table)}")
-    cfg = load_config(*_command(args, [])).config
+    loaded = load_config(*_command(args, []))
+    cfg = loaded.config
     base = f"{cfg.job.name}_fast"
+    # the steps the shared stage runs, per-stage command-line overrides applied (its last checkpoint's name)
+    pretrain_steps = next((s.steps for s in resolve_stages(loaded) if s.name == args.pretrain_stage), None)
+    if pretrain_steps is None:
+        parser.error(f"--pretrain-stage {args.pretrain_stage!r} is not a stage of {args.config}")
 
     if not os.path.exists(REPO / args.fast_tokenizer):
         subprocess.run([sys.executable, str(REPO / "scripts" / "fit_fast_tokenizer.py"), "--config", args.config,
@@ -79,8 +84,7 @@ def main(argv=None) -> int:
     if stage1["returncode"] != 0:
         print(f"[ablate] the shared stage failed; see {stage1['run_folder']}/train.log")
         return 1
-    steps = load_config(*_command(args, [f"--curriculum.only_stage={args.pretrain_stage}"])).config
-    checkpoint = Path(stage1["run_folder"]) / cfg.checkpoint.folder / f"step-{_stage_steps(steps, args.pretrain_stage)}"
+    checkpoint = Path(stage1["run_folder"]) / cfg.checkpoint.folder / f"step-{pretrain_steps}"
     shared = [f"--curriculum.skip_stages={args.pretrain_stage}", f"--checkpoint.initial_load_path={checkpoint}"]
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         results = list(pool.map(lambda n: run_variant(args, n, shared + table[n], base, cfg.job.dump_folder), chosen))
@@ -89,10 +93,7 @@ def main(argv=None) -> int:
     for r in results:
         rates = ["failed" if r.get(key) is None else f"{r[key]:.2f}"
                  for key in ("success_rate", "baseline_success_rate", "no_instruction_success_rate")]
-        report = Path(r["run_folder"]) / "report.json"
-        closed = json.loads(report.read_text()).get("closed_loop", {}) if report.exists() else {}
-        repaired = f"{closed['fast_decode_fallbacks']}/{closed['fast_decodes']}" if "fast_decodes" in closed else "-"
-        r["fast_decode_fallbacks"], r["fast_decodes"] = closed.get("fast_decode_fallbacks"), closed.get("fast_decodes")
+        repaired = "-" if r.get("fast_decodes") is None else f"{r['fast_decode_fallbacks']}/{r['fast_decodes']}"
         print(f"{r['variant']:<14} {rates[0]:>8} {rates[1]:>13} {rates[2]:>15} {repaired:>9} {r['seconds']:>6.0f}s")
     output = Path(args.output or Path(cfg.job.dump_folder) / "ablation_fast.json")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -105,10 +106,6 @@ def main(argv=None) -> int:
 def _command(args, overrides: list[str]):
     command = parse_command_line(["--config", args.config, *args.extra, *overrides])
     return command.config_path, command.overrides
-
-
-def _stage_steps(cfg, name: str) -> int:
-    return next(s.steps for s in cfg.curriculum.stages if s.name == name)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,21 @@ def test_variants_and_the_written_recipe():
         assert fast[name].training.action_loss_weight == 0.0 and fast[name].training.fast_loss_weight == 1.0
         assert fast[name].model.action_decoding == "fast" and "expert" not in fast[name].training.trainable
     assert fast["vlm_pretrain"].training == flow["vlm_pretrain"].training
+
+
+def test_variants_start_from_the_shared_stage_last_checkpoint(tmp_path, monkeypatch):
+    """The variants load the shared stage's final checkpoint, with its step count as the command line sets it."""
+    script = _script()
+    runs = {}
+
+    def fake_run(args, name, overrides, base, dump_folder):
+        runs[name] = overrides
+        return {"variant": name, "overrides": overrides, "returncode": 0, "seconds": 0.0,
+                "run_folder": str(tmp_path / name)}
+
+    monkeypatch.setattr(script, "run_variant", fake_run)
+    tokenizer = tmp_path / "fast.json"
+    tokenizer.write_text("{}")
+    assert script.main(["--fast-tokenizer", str(tokenizer), "--variants", "pi0_fast", "--output", str(tmp_path / "a.json"),
+                        "--", "--curriculum.stages.vlm_pretrain.steps=7"]) == 0
+    assert f"--checkpoint.initial_load_path={tmp_path / 'vlm_pretrain'}/checkpoints/step-7" in runs["pi0_fast"]
