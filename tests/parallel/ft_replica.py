@@ -51,19 +51,21 @@ def main() -> None:
     model = tiny_vla()
     group = ReplicaGroup(FaultTolerance(enable=True, replica_id=args.replica_id, group_size=2, min_replicas=args.min_replicas,
                                         timeout_s=10, quorum_timeout_s=60), device_type="cpu")
-    optimizer = group.wrap_optimizer(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     group.track("model", model.load_state_dict, model.state_dict)
     group.track("optimizer", optimizer.load_state_dict, optimizer.state_dict)
     record = {"replica": args.replica_id, "steps": [], "participants": [], "losses": []}
     weights = LossWeights()
     while group.step < min(args.steps, stop_step(args.stop_file, args.steps)):
-        optimizer.zero_grad()  # quorum; a group that is behind heals here
+        group.start_quorum()  # a group that is behind heals here
+        optimizer.zero_grad()
         step = group.step
         batch = make_batch(model, batch_size=2, seed=1000 * args.replica_id + step)
         out = forward_backward(SeededByBatch(model, step), [batch], weights=weights, options=ForwardOptions(),
                                dp_mesh=None)
         group.average_gradients(model)
-        optimizer.step()  # only if the group's step is good
+        if group.should_commit():  # only a step every group agrees is good
+            optimizer.step()
         record["steps"].append(step)
         record["participants"].append(group.participants)
         record["losses"].append(weighted_total(out.term_losses(out.sums), weights))

@@ -3,15 +3,15 @@
 A torchft job is several replica groups, each an ordinary ``torchrun`` launch with its own process
 group (FSDP / TP inside it), plus one lighthouse that all groups report to. Each step:
 
-1. ``optimizer.zero_grad()`` (the ``OptimizerWrapper``) asks the lighthouse for a quorum of live groups;
-   a group that is behind (a restarted one) first heals: it fetches the state dicts registered with
-   ``track`` from a live group over torchft's checkpoint transport and jumps to its step;
+1. ``start_quorum`` (before the forward pass) asks the lighthouse for a quorum of live groups; a group
+   that is behind (a restarted one) first heals: it fetches the state dicts registered with ``track``
+   from a live group over torchft's checkpoint transport and jumps to its step;
 2. backward; the gradients are averaged over the groups in the quorum through torchft's process group
    (FSDP: its all-reduce hook, after the reduce-scatter inside the group; a plain module:
    ``average_gradients`` after backward), i.e. the replicate dimension of HSDP is torchft's;
-3. ``optimizer.step()`` steps only if every rank of the group agrees the step is good
-   (``should_commit``); a group whose peer died mid-step drops that step and carries on with the
-   next quorum.
+3. the caller runs ``optimizer.step()`` only if ``should_commit``: every rank of every group in the
+   quorum agrees the step is good; a group whose peer died mid-step drops that step and carries on with
+   the next quorum.
 
 The gradient average is over groups: each group normalises its loss by its own token / element
 counts, so with uneven counts across groups the result is a mean of per-group losses, not the loss
@@ -49,7 +49,6 @@ class ReplicaGroup:
         from torchft.process_group import ProcessGroupGloo, ProcessGroupNCCL
 
         timeout = timedelta(seconds=cfg.timeout_s)
-        self.cfg = cfg
         pg = ProcessGroupGloo(timeout=timeout) if device_type == "cpu" else ProcessGroupNCCL(timeout=timeout)
         self.manager = Manager(
             pg=pg, load_state_dict=None, state_dict=None, min_replica_size=cfg.min_replicas,
@@ -64,11 +63,18 @@ class ReplicaGroup:
         """State a rejoining group copies from a live one (model, optimizer, data position, ...)."""
         self.manager.register_state_dict_fn(name, load_state_dict, state_dict)
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-        """The optimizer whose ``zero_grad`` starts the quorum and whose ``step`` commits only a good step."""
-        from torchft.optim import OptimizerWrapper
+    def start_quorum(self) -> None:
+        """Join this step's quorum (a group that is behind heals here, and ``step`` jumps to its peers')."""
+        self.manager.start_quorum()
 
-        return OptimizerWrapper(self.manager, optimizer)
+    def should_commit(self) -> bool:
+        """The groups' vote on the step (after backward); True advances ``step``."""
+        return self.manager.should_commit()
+
+    def set_step(self, job_step: int) -> None:
+        """Where this group is in the job (a resumed or skipped-to stage): the quorum compares the groups'
+        steps, and a group that is behind heals."""
+        self.manager.load_state_dict({"step": job_step, "batches_committed": self.manager.batches_committed()})
 
     def hook_fsdp(self, model: nn.Module) -> int:
         """Average each FSDP unit's reduced gradient shard over the groups; returns the units hooked."""

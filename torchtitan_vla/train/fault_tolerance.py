@@ -66,15 +66,14 @@ class TrainerReplicas:
         """The job's step where this stage starts or resumes (a skipped stage, a checkpoint): the quorum
         compares the groups' steps, and a group that is behind heals."""
         if self.group is not None:
-            manager = self.group.manager
-            manager.load_state_dict({"step": job_step, "batches_committed": manager.batches_committed()})
+            self.group.set_step(job_step)
 
     def start_step(self, stage_offset: int, state: TrainState) -> None:
         """Quorum before the step's forward pass; the stage step follows the job's (a heal jumps it)."""
         if self.group is None:
             return
         before = state.stage_step
-        self.group.manager.start_quorum()
+        self.group.start_quorum()
         state.stage_step = self.group.step - stage_offset
         if state.stage_step != before:
             logger.info(f"fault_tolerance: healed from a live replica group, now at step {self.group.step}")
@@ -85,7 +84,7 @@ class TrainerReplicas:
 
     def should_commit(self) -> bool:
         """Every rank of every group in the quorum agrees the step is good (always true when disabled)."""
-        return self.group is None or self.group.manager.should_commit()
+        return self.group is None or self.group.should_commit()
 
     def shutdown(self) -> None:
         if self.group is not None:
