@@ -26,13 +26,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed._functional_collectives import all_to_all_single, all_to_all_single_autograd
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+from torch.distributed.tensor import Shard, distribute_tensor
 
 from torchtitan_vla.models.qwen3_vl.decoder import GroupedExperts, MoE, grouped_swiglu
-
-
-def _local(w: torch.Tensor) -> torch.Tensor:
-    return w.to_local() if isinstance(w, DTensor) else w
+from torchtitan_vla.utils.distributed import local_tensor
 
 
 def _assemble(rows: torch.Tensor, lo: int, n: int, mesh: DeviceMesh) -> torch.Tensor:
@@ -104,7 +101,7 @@ class ExpertParallelExperts(GroupedExperts):
         expert_of_row = torch.repeat_interleave(expert_of_row, received, output_size=sum(recv))
         order = torch.argsort(expert_of_row, stable=True)
         local_offsets = received.view(ranks, local_experts).sum(0).cumsum(0, dtype=torch.int32)
-        y = grouped_swiglu(rows[order], local_offsets, _local(self.w1), _local(self.w2), _local(self.w3))
+        y = grouped_swiglu(rows[order], local_offsets, local_tensor(self.w1), local_tensor(self.w2), local_tensor(self.w3))
         unsorted = torch.empty_like(y).index_copy(0, order, y)
         return all_to_all_single_autograd(unsorted, send, recv, group=mesh)
 

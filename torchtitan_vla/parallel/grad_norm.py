@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Partial, Replicate
 
+from torchtitan_vla.utils.distributed import local_tensor
+
 
 def _local_pow_sum(tensors: list[torch.Tensor], norm_type: float) -> torch.Tensor:
     """sum |t|^p over the tensors (max |t| for p = inf), in float32."""
@@ -87,6 +89,6 @@ def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_ty
         return norm
     coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     for p in params:
-        g = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
+        g = local_tensor(p.grad)
         g.mul_(coef.to(g.device, g.dtype))
     return norm

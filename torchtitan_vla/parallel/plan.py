@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
 from torchtitan_vla.config import ConfigError, JobConfig, parse_command_line
 from torchtitan_vla.config.loader import load_config
 from torchtitan_vla.config.stages import resolve_stages
+from torchtitan_vla.utils.distributed import local_tensor
 
 from .expert_parallel import check_ep
 from .fsdp import dtype_from_name
@@ -91,10 +91,6 @@ def activation_bytes(cfg: JobConfig, dims: ParallelDims, batch: int, seq: int) -
     return int(kept + logits)
 
 
-def _local(p: torch.Tensor) -> int:
-    return (p.to_local() if isinstance(p, DTensor) else p).numel()
-
-
 def plan_rank(cfg: JobConfig, trainable_sets: list[list[str]], world_size: int, rank: int,
               batch: int, seq: int) -> RankPlan:
     """Build and parallelize the model on meta as ``rank`` of a fake group of ``world_size``."""
@@ -109,11 +105,11 @@ def plan_rank(cfg: JobConfig, trainable_sets: list[list[str]], world_size: int, 
             model = VLA.from_config(cfg.model, cfg.action_expert)
         parallelize_vla(model, dims, cfg)
         params = list(model.parameters())
-        local = sum(_local(p) for p in params)
+        local = sum(local_tensor(p).numel() for p in params)
         trainable = 0
         for names in trainable_sets:
             model.set_trainable(names)
-            trainable = max(trainable, sum(_local(p) for p in params if p.requires_grad))
+            trainable = max(trainable, sum(local_tensor(p).numel() for p in params if p.requires_grad))
         activations = activation_bytes(cfg, dims, batch, seq)
     finally:
         dist.destroy_process_group()

@@ -28,6 +28,7 @@ from torchtitan_vla.models.action_expert.layers import ExpertLayer, JointLayer
 from torchtitan_vla.models.action_expert.norms import AdaRMSNorm
 from torchtitan_vla.models.qwen3_vl.decoder import Attention, FeedForward, MoE, RMSNorm
 from torchtitan_vla.models.qwen3_vl.vision import VisionBlock
+from torchtitan_vla.utils.distributed import local_tensor
 
 REPLICATED_TYPES = (nn.Linear, nn.Embedding, nn.LayerNorm, RMSNorm, AdaRMSNorm)
 """Modules made ``Replicated`` when no plan split them (each is used through its forward)."""
@@ -42,7 +43,7 @@ def _to_dtensor(value, mesh: DeviceMesh, placement):
 def _to_local(value):
     if isinstance(value, tuple):
         return tuple(_to_local(v) for v in value)
-    return value.to_local() if isinstance(value, DTensor) else value
+    return local_tensor(value)
 
 
 class Replicated(ParallelStyle):

@@ -27,6 +27,8 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
+from torchtitan_vla.utils.distributed import local_tensor
+
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
@@ -131,10 +133,6 @@ def _box(target: torch.Tensor) -> Box | None:
     return tuple((o, o + n) for o, n in zip(offset, shape))
 
 
-def _local(target: torch.Tensor) -> torch.Tensor:
-    return target.to_local() if isinstance(target, DTensor) else target
-
-
 def _read_box(stored: tuple[int, ...], mapped: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> Box | None:
     """What to read of one stored tensor for the module keys it maps to (``mapped``: their meta tensors).
 
@@ -186,9 +184,9 @@ def _plan(module: nn.Module, source: TensorSource, key_map: KeyMap, skip: KeyFil
         plan[name] = _Read(list(mapped), _read_box(source.shape(name), known, targets) if shaped and known else None)
     filled = {k for read in plan.values() for k in read.keys}
     # A key sharing storage with a filled one (the tied LM head) is filled through it.
-    filled_storage = {_local(targets[k]).untyped_storage().data_ptr() for k in filled if k in targets}
+    filled_storage = {local_tensor(targets[k]).untyped_storage().data_ptr() for k in filled if k in targets}
     missing = [k for k in targets if k not in filled and not (skip and skip(k))
-               and _local(targets[k]).untyped_storage().data_ptr() not in filled_storage]
+               and local_tensor(targets[k]).untyped_storage().data_ptr() not in filled_storage]
     problems = [f"{what}: {sorted(keys)}" for what, keys in
                 (("missing from the checkpoint", missing), ("unexpected", unexpected),
                  ("shape mismatches", mismatched)) if keys]
@@ -211,7 +209,7 @@ def load_weights(module: nn.Module, source: TensorSource, key_map: KeyMap | None
             box = _box(targets[key])
             if read.box is None and box is not None:
                 value = value[_slices(box)]
-            _local(targets[key]).copy_(value)
+            local_tensor(targets[key]).copy_(value)
 
 
 def load_weights_from(module: nn.Module, folder: str | Path, key_map: KeyMap | None = None,
