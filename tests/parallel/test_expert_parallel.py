@@ -22,6 +22,13 @@ def results(tmp_path_factory) -> dict:
     return checked_values(SCRIPT, tmp_path_factory.mktemp("ep"), timeout=600)
 
 
+def _assert_trains_like_one_process(got: dict) -> None:
+    """The same losses over the steps and the same gradients, by group of parameters, as one process."""
+    assert got["losses"] == pytest.approx(got["reference"], rel=1e-5)
+    assert set(got["grad_error"]) == {"experts", "router", "rest"}
+    assert all(error < 1e-5 for error in got["grad_error"].values()), got["grad_error"]
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize("run", ["parity", "parity_ac"])
 def test_ep2_trains_like_one_process_with_uneven_routing(results, run):
@@ -29,18 +36,14 @@ def test_ep2_trains_like_one_process_with_uneven_routing(results, run):
     busy, idle = got["routed_rows"]
     assert busy > 1.5 * idle, got["routed_rows"]  # the all-to-all splits are far from even
     assert len(got["losses"]) == 4
-    assert got["losses"] == pytest.approx(got["reference"], rel=1e-5)
-    assert set(got["grad_error"]) == {"experts", "router", "rest"}
-    assert all(error < 1e-5 for error in got["grad_error"].values()), got["grad_error"]
+    _assert_trains_like_one_process(got)
 
 
 @pytest.mark.distributed
 def test_tp2_splits_the_experts_and_trains_like_one_process(results):
     got = results["tp_experts"]
     assert got["expert_local_rows"] == [4]  # 8 experts over 2 TP ranks, not replicated
-    assert got["losses"] == pytest.approx(got["reference"], rel=1e-5)
-    assert set(got["grad_error"]) == {"experts", "router", "rest"}
-    assert all(error < 1e-5 for error in got["grad_error"].values()), got["grad_error"]
+    _assert_trains_like_one_process(got)
 
 
 @pytest.mark.distributed
