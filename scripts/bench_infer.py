@@ -80,42 +80,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def random_vla(flavor: str, expert_cfg: ActionExpert, device: str, dtype: torch.dtype = torch.float32) -> VLA:
+    """A randomly initialised VLA built on the meta device, in eval mode (latency does not depend on weights)."""
+    with torch.device("meta"):
+        vla = VLA.from_config(Model(flavor=flavor), expert_cfg)
+    vla.to_empty(device=device)
+    vla.init_weights(buffer_device=device)
+    return vla.to(dtype).eval()
+
+
 def build(args) -> VLA:
     expert_cfg = ActionExpert(fusion=args.fusion, time_conditioning=args.time_conditioning, action_horizon=args.horizon)
-    with torch.device("meta"):
-        vla = VLA.from_config(Model(flavor=args.flavor), expert_cfg)
-    vla.to_empty(device=args.device)
-    vla.init_weights(buffer_device=args.device)
-    return vla.to(DTYPES[args.dtype]).eval()
+    return random_vla(args.flavor, expert_cfg, args.device, DTYPES[args.dtype])
+
+
+def observation_batch(vla: VLA, batch_size: int, cameras: int, image_size: int, text_len: int, device: str,
+                      pixel_dtype: torch.dtype = torch.float32) -> Batch:
+    """``batch_size`` observations of ``cameras`` random images and a random ``text_len``-token instruction
+    each: per camera ``<vision_start> <image_pad> x N <vision_end>``, then the instruction."""
+    args, vision = vla.vlm.args, vla.vlm.args.vision
+    side = image_size // vision.patch_size
+    grid = torch.tensor([[1, side, side]] * (batch_size * cameras))
+    image = [args.vision_start_token_id] + [args.image_token_id] * (side * side // vision.spatial_merge_size**2)
+    input_ids = torch.tensor([(image + [args.vision_end_token_id]) * cameras + torch.randint(0, 1000, (text_len,)).tolist()
+                              for _ in range(batch_size)])
+    position_ids, _ = get_rope_index(input_ids, grid, image_token_id=args.image_token_id,
+                                     spatial_merge_size=vision.spatial_merge_size)
+    return Batch(input_ids=input_ids, labels=torch.full_like(input_ids, -100),
+                 attention_mask=torch.ones_like(input_ids, dtype=torch.bool), position_ids=position_ids,
+                 pixel_values=torch.randn(int(grid.prod(dim=1).sum()), vision.patch_dim, dtype=pixel_dtype),
+                 image_grid_thw=grid, state=torch.randn(batch_size, vla.expert_cfg.max_state_dim)).to(device)
 
 
 def sampler(vla: VLA, args, cameras: int):
     """(prefix tokens, a no-argument call of ``sample_actions`` on one observation with ``cameras`` images).
 
-    The only place that builds a batch or calls the model: per camera ``<vision_start> <image_pad> x N
-    <vision_end>``, then the instruction."""
-    vision = vla.vlm.args.vision
-    patches_per_side = args.image_size // vision.patch_size
-    grid = torch.tensor([[1, patches_per_side, patches_per_side]] * cameras)
-    per_image = patches_per_side**2 // vision.spatial_merge_size**2
-    ids = []
-    for _ in range(cameras):
-        ids += [vla.vlm.args.vision_start_token_id] + [vla.vlm.args.image_token_id] * per_image
-        ids += [vla.vlm.args.vision_end_token_id]
-    ids += torch.randint(0, 1000, (args.text_len,)).tolist()
-    input_ids = torch.tensor([ids])
-    position_ids, _ = get_rope_index(input_ids, grid, image_token_id=vla.vlm.args.image_token_id,
-                                     spatial_merge_size=vision.spatial_merge_size)
+    The only place that calls the model."""
+    batch = observation_batch(vla, 1, cameras, args.image_size, args.text_len, args.device, DTYPES[args.dtype])
     dev = args.device
-    batch = Batch(
-        input_ids=input_ids.to(dev),
-        labels=torch.full_like(input_ids, -100).to(dev),
-        attention_mask=torch.ones_like(input_ids, dtype=torch.bool).to(dev),
-        position_ids=position_ids.to(dev),
-        pixel_values=torch.randn(int(grid.prod(dim=1).sum()), vision.patch_dim, device=dev, dtype=DTYPES[args.dtype]),
-        image_grid_thw=grid.to(dev),
-        state=torch.randn(1, vla.expert_cfg.max_state_dim, device=dev),
-    )
     noise = torch.randn(1, args.horizon, vla.expert_cfg.max_action_dim, device=dev)
     previous = torch.randn(1, args.horizon, vla.expert_cfg.max_action_dim, device=dev)
     rtc = {"rtc_guided": RTCInputs.build(previous, args.rtc_delay, 0),
@@ -134,7 +136,7 @@ def sampler(vla: VLA, args, cameras: int):
             return vla.sample_actions(batch, num_steps=args.steps, noise=noise, use_cache=mode != "uncached",
                                       rtc=rtc.get(mode))
 
-    return len(ids), call
+    return batch.input_ids.shape[1], call
 
 
 def fast_actions(vla: VLA, args) -> FastActions:

@@ -18,16 +18,19 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from torchtitan_vla.config.model import ActionExpert, Model
-from torchtitan_vla.data.batch import Batch
-from torchtitan_vla.models.action_expert.rtc import RTCInputs
-from torchtitan_vla.models.qwen3_vl.rope_index import get_rope_index
-from torchtitan_vla.models.vla import VLA
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_infer import observation_batch, random_vla  # noqa: E402
+
+from torchtitan_vla.config.model import ActionExpert  # noqa: E402
+from torchtitan_vla.data.batch import Batch  # noqa: E402
+from torchtitan_vla.models.action_expert.rtc import RTCInputs  # noqa: E402
+from torchtitan_vla.models.vla import VLA  # noqa: E402
 
 MODES = ("guided", "prefix")
 
@@ -48,30 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
     p.add_argument("--output", default="outputs/rtc_bf16.json")
     return p.parse_args(argv)
-
-
-def build(flavor: str, fusion: str, horizon: int, device: str) -> VLA:
-    with torch.device("meta"):
-        vla = VLA.from_config(Model(flavor=flavor), ActionExpert(fusion=fusion, action_horizon=horizon))
-    vla.to_empty(device=device)
-    vla.init_weights(buffer_device=device)
-    return vla.eval()
-
-
-def observations(vla: VLA, batch_size: int, image_size: int, text_len: int, device: str) -> Batch:
-    """``batch_size`` one-camera observations with different instructions and images."""
-    args, vision = vla.vlm.args, vla.vlm.args.vision
-    side = image_size // vision.patch_size
-    grid = torch.tensor([[1, side, side]] * batch_size)
-    image = [args.vision_start_token_id] + [args.image_token_id] * (side * side // vision.spatial_merge_size**2)
-    input_ids = torch.tensor([image + [args.vision_end_token_id] + torch.randint(0, 1000, (text_len,)).tolist()
-                              for _ in range(batch_size)])
-    position_ids, _ = get_rope_index(input_ids, grid, image_token_id=args.image_token_id,
-                                     spatial_merge_size=vision.spatial_merge_size)
-    return Batch(input_ids=input_ids, labels=torch.full_like(input_ids, -100),
-                 attention_mask=torch.ones_like(input_ids, dtype=torch.bool), position_ids=position_ids,
-                 pixel_values=torch.randn(int(grid.prod(dim=1).sum()), vision.patch_dim), image_grid_thw=grid,
-                 state=torch.randn(batch_size, vla.expert_cfg.max_state_dim)).to(device)
 
 
 def compare(vla: VLA, low: VLA, batch: Batch, prev: torch.Tensor, delays: torch.Tensor, execution_horizon: int,
@@ -128,9 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"setup": {k: getattr(args, k) for k in ("flavor", "device", "batch", "image_size", "horizon", "steps",
                                                      "delays", "execution_horizon", "iters")}, "fusions": {}}
     for fusion in args.fusions:
-        vla = build(args.flavor, fusion, args.horizon, args.device)
+        vla = random_vla(args.flavor, ActionExpert(fusion=fusion, action_horizon=args.horizon), args.device)
         low = copy.deepcopy(vla).to(torch.bfloat16)
-        batch = observations(vla, args.batch, args.image_size, args.text_len, args.device)
+        batch = observation_batch(vla, args.batch, 1, args.image_size, args.text_len, args.device)
         with torch.no_grad():  # guidance turns gradients on for its own vector-Jacobian products
             prev = vla.sample_actions(batch, num_steps=args.steps)  # the policy's own earlier chunk
             report = compare(vla, low, batch, prev, delays, args.execution_horizon, args.steps)
