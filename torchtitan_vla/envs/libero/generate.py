@@ -37,6 +37,7 @@ from .env import (
     NOOP_ACTION,
     NUM_WAIT_STEPS,
     LiberoEnv,
+    LiberoObservation,
     base_suite,
     parse_indices,
     policy_message,
@@ -78,11 +79,17 @@ def parse_range(spec: str, count: int, what: str) -> list[int]:
     return indices
 
 
-def scripted_actions(env: LiberoEnv, init_state: int, policy: ScriptedPolicy) -> np.ndarray | None:
-    """Run the scripted controller from one init state without rendering; its actions if it succeeds."""
+def settled(env: LiberoEnv, init_state: int) -> LiberoObservation:
+    """Reset to an init state and run the no-op wait steps (physics only): where a demonstration starts."""
     obs = env.reset(init_state, render=False)
     for _ in range(NUM_WAIT_STEPS):
         obs, _ = env.step(NOOP_ACTION, render=False)
+    return obs
+
+
+def scripted_actions(env: LiberoEnv, init_state: int, policy: ScriptedPolicy) -> np.ndarray | None:
+    """Run the scripted controller from one init state without rendering; its actions if it succeeds."""
+    obs = settled(env, init_state)
     actions = []
     for _ in range(env.max_steps):
         message = policy_message(obs, env.language)
@@ -97,9 +104,7 @@ def scripted_actions(env: LiberoEnv, init_state: int, policy: ScriptedPolicy) ->
 def replay_episode(env: LiberoEnv, init_state: int, actions: np.ndarray, record: bool = False) -> dict | None:
     """Open-loop replay from an init state: the wait steps, then ``actions``. None unless the goal holds after
     the last action; else the episode (with ``record``, the rendered frames and states before each action)."""
-    obs = env.reset(init_state, render=False)
-    for _ in range(NUM_WAIT_STEPS):
-        obs, _ = env.step(NOOP_ACTION, render=False)
+    obs = settled(env, init_state)
     if record:
         obs.image, obs.wrist_image = env.render()
     images, wrists, states = [], [], []
